@@ -1,0 +1,548 @@
+"""The JetStream bus: streams, publishing, replay, durable consumers with dead letters, and KV.
+
+A thin layer over nats-py (see docs/decisions/0001-bus-library.md for why not FastStream).
+
+* :meth:`Bus.ensure_streams` declares one stream per event family that keeps the last message per
+  subject (the current state of every key), idempotently, with configurable replicas and limits.
+* :meth:`Bus.publish` waits for JetStream's ack; :meth:`Bus.publish_many` pipelines many publishes
+  (``publish_async``) and then waits for every ack, which is what makes bulk sync fast.
+* :meth:`Bus.replay` reads the current state of a family (the last message of every subject).
+* :meth:`Bus.consume` runs a durable pull consumer: explicit ack, nak with backoff on a transient
+  failure, and after a bounded number of deliveries (or at once for a message that is not a valid
+  event) a copy goes to the dead-letter subject with the reason and the original is terminated.
+* :meth:`Bus.kv` gives a JetStream KV bucket with compare-and-set on the revision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+from nats.js.kv import KeyValue
+from opentelemetry import trace
+
+from . import metrics
+from .catalogue import Event, Family
+from .envelope import Envelope, EnvelopeError, decode, encode
+from .subjects import Subjects
+from .tracing import TRACER, context_from_headers, current_trace_headers
+
+log = logging.getLogger("ingress_events.bus")
+
+_WRONG_LAST_SEQUENCE = 10071
+
+Handler = Callable[[Envelope[Event]], Awaitable[None]]
+
+
+class PermanentError(Exception):
+    """Raised by a handler for a message that will never succeed: dead-lettered at once."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.detail = message
+
+
+class PublishError(Exception):
+    def __init__(self, failures: list[tuple[str, BaseException]]) -> None:
+        first = failures[0]
+        super().__init__(f"{len(failures)} publish(es) not acknowledged; first {first[0]}: {first[1]!r}")
+        self.failures = failures
+
+
+class CasConflict(Exception):
+    """A compare-and-set on a KV key lost: somebody else wrote first."""
+
+
+class KeyExists(CasConflict):
+    pass
+
+
+class RevisionMismatch(CasConflict):
+    pass
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    replicas: int = 1
+    storage: Literal["file", "memory"] = "file"
+    duplicate_window_seconds: float = 120.0
+    max_bytes: int = -1
+    max_msg_size: int = 1024 * 1024
+    dlq_max_age_seconds: float = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class BusSettings:
+    servers: Sequence[str] = ("nats://127.0.0.1:4222",)
+    source: str = "//ingress-domain/local/unknown"
+    """The CloudEvents ``source`` of what this process publishes."""
+    subjects: Subjects = field(default_factory=Subjects)
+    streams: StreamSettings = field(default_factory=StreamSettings)
+    credentials_file: str | None = None
+    connect_name: str | None = None
+    publish_window: int = 2048
+    """How many asynchronous publishes may await their ack at once in :meth:`Bus.publish_many`."""
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A durable pull consumer over one family (optionally narrowed by a key prefix)."""
+
+    durable: str
+    family: Family
+    key_prefix: tuple[str, ...] = ()
+    max_deliveries: int = 5
+    backoff_seconds: Sequence[float] = (0.5, 2.0, 5.0, 15.0, 30.0)
+    ack_wait_seconds: float = 30.0
+    batch: int = 256
+    fetch_timeout_seconds: float = 1.0
+    deliver_from: Literal["last_per_subject", "new"] = "last_per_subject"
+
+    def __post_init__(self) -> None:
+        if self.max_deliveries < 1:
+            raise ValueError("max_deliveries must be at least 1")
+        if not self.durable.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"durable name {self.durable!r} may hold only letters, digits, - and _")
+
+    def backoff_for(self, delivered: int) -> float:
+        index = min(max(delivered - 1, 0), len(self.backoff_seconds) - 1)
+        return self.backoff_seconds[index]
+
+
+class Bus:
+    def __init__(self, nc: NatsClient, settings: BusSettings) -> None:
+        self._nc = nc
+        self._js: JetStreamContext = nc.jetstream(publish_async_max_pending=settings.publish_window)
+        self.settings = settings
+        self.subjects = settings.subjects
+
+    @classmethod
+    async def connect(cls, settings: BusSettings, **options: Any) -> Bus:
+        nc = await nats.connect(
+            servers=list(settings.servers),
+            name=settings.connect_name,
+            user_credentials=settings.credentials_file,
+            max_reconnect_attempts=-1,
+            **options,
+        )
+        return cls(nc, settings)
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._nc.is_connected)
+
+    @property
+    def nats(self) -> NatsClient:
+        return self._nc
+
+    async def close(self) -> None:
+        """Flush and drain: in-flight publishes complete, subscriptions end, then disconnect."""
+        if self._nc.is_closed:
+            return
+        with contextlib.suppress(nats.errors.ConnectionClosedError, nats.errors.FlushTimeoutError):
+            await self._nc.drain()
+
+    # ------------------------------------------------------------------ streams
+
+    def _state_stream_config(self, family: Family) -> api.StreamConfig:
+        s = self.settings.streams
+        return api.StreamConfig(
+            name=self.subjects.stream(family),
+            description=f"Ingress Domain {family.value} events: the last message of every key",
+            subjects=[self.subjects.family_wildcard(family)],
+            retention=api.RetentionPolicy.LIMITS,
+            max_msgs_per_subject=1,
+            discard=api.DiscardPolicy.OLD,
+            storage=api.StorageType.FILE if s.storage == "file" else api.StorageType.MEMORY,
+            num_replicas=s.replicas,
+            duplicate_window=s.duplicate_window_seconds,
+            max_bytes=s.max_bytes,
+            max_msg_size=s.max_msg_size,
+        )
+
+    def _dlq_stream_config(self) -> api.StreamConfig:
+        s = self.settings.streams
+        return api.StreamConfig(
+            name=self.subjects.dlq_stream,
+            description="Ingress Domain dead letters: messages a consumer gave up on, with the reason",
+            subjects=[self.subjects.dlq_wildcard],
+            retention=api.RetentionPolicy.LIMITS,
+            max_age=s.dlq_max_age_seconds,
+            storage=api.StorageType.FILE if s.storage == "file" else api.StorageType.MEMORY,
+            num_replicas=s.replicas,
+            duplicate_window=s.duplicate_window_seconds,
+        )
+
+    async def ensure_streams(self, families: Iterable[Family] | None = None) -> None:
+        """Create or update the state streams and the dead-letter stream; safe to call from every
+        replica at every start-up."""
+        configs = [self._state_stream_config(f) for f in (families or list(Family))]
+        configs.append(self._dlq_stream_config())
+        for config in configs:
+            await self._ensure_stream(config)
+
+    async def _ensure_stream(self, config: api.StreamConfig) -> None:
+        assert config.name is not None
+        try:
+            info = await self._js.stream_info(config.name)
+        except nats.js.errors.NotFoundError:
+            try:
+                await self._js.add_stream(config)
+                log.info("stream created", extra={"stream": config.name})
+            except nats.js.errors.BadRequestError:
+                # Another replica created it between our lookup and our create.
+                await self._js.stream_info(config.name)
+            return
+        current = info.config
+        wanted = (config.subjects, config.max_msgs_per_subject, config.num_replicas,
+                  config.duplicate_window, config.max_bytes, config.max_age)
+        have = (current.subjects, current.max_msgs_per_subject, current.num_replicas,
+                current.duplicate_window, current.max_bytes, current.max_age)
+        if wanted != have:
+            await self._js.update_stream(config)
+            log.info("stream updated", extra={"stream": config.name})
+
+    # ------------------------------------------------------------------ publishing
+
+    def _encode(self, event: Event) -> tuple[str, dict[str, str], bytes]:
+        subject = self.subjects.for_event(event)
+        headers, body = encode(
+            event, nats_subject=subject, source=self.settings.source,
+            trace_headers=current_trace_headers(),
+        )
+        return subject, headers, body
+
+    async def publish(self, event: Event, *, timeout: float = 5.0) -> api.PubAck:
+        with TRACER.start_as_current_span(
+            f"publish {event.event_type()}", kind=trace.SpanKind.PRODUCER,
+            attributes={"messaging.system": "nats", "ingress.key": "/".join(event.key())},
+        ):
+            subject, headers, body = self._encode(event)
+            try:
+                ack = await self._js.publish(
+                    subject, body, timeout=timeout, stream=self.subjects.stream(event.family),
+                    headers=headers,
+                )
+            except Exception:
+                metrics.PUBLISH_FAILURES.labels(event.event_type()).inc()
+                raise
+        metrics.PUBLISHED.labels(event.event_type()).inc()
+        return ack
+
+    async def publish_many(self, events: Sequence[Event], *, timeout: float = 10.0) -> list[api.PubAck]:
+        """Publish many events pipelined, then wait for every ack. Raises :class:`PublishError`
+        naming each event that was not acknowledged (the others are stored)."""
+        futures: list[asyncio.Future[api.PubAck]] = []
+        for event in events:
+            subject, headers, body = self._encode(event)
+            futures.append(
+                await self._js.publish_async(
+                    subject, body, wait_stall=timeout, stream=self.subjects.stream(event.family),
+                    headers=headers,
+                )
+            )
+        results = await asyncio.wait_for(
+            asyncio.gather(*futures, return_exceptions=True), timeout=timeout
+        )
+        failures: list[tuple[str, BaseException]] = []
+        acks: list[api.PubAck] = []
+        for event, result in zip(events, results, strict=True):
+            if isinstance(result, BaseException):
+                metrics.PUBLISH_FAILURES.labels(event.event_type()).inc()
+                failures.append(("/".join(event.key()), result))
+            else:
+                metrics.PUBLISHED.labels(event.event_type()).inc()
+                acks.append(result)
+        if failures:
+            raise PublishError(failures)
+        return acks
+
+    # ------------------------------------------------------------------ replay
+
+    def _filter(self, family: Family, key_prefix: tuple[str, ...]) -> str:
+        if not key_prefix:
+            return self.subjects.family_wildcard(family)
+        return self.subjects.for_key(family, key_prefix) + ".>"
+
+    async def replay(
+        self, family: Family, key_prefix: tuple[str, ...] = (), *, batch: int = 1024
+    ) -> dict[str, Envelope[Event]]:
+        """The current state of a family: the last valid event of every subject, by NATS subject.
+        Messages that are not valid events are logged and skipped here (consumers dead-letter them).
+        """
+        stream = self.subjects.stream(family)
+        config = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+            ack_policy=api.AckPolicy.NONE,
+            filter_subject=self._filter(family, key_prefix),
+            inactive_threshold=30.0,
+            mem_storage=True,
+        )
+        psub = await self._js.pull_subscribe(
+            config.filter_subject or "", stream=stream, config=config
+        )
+        state: dict[str, Envelope[Event]] = {}
+        try:
+            info = await psub.consumer_info()
+            pending = info.num_pending or 0
+            while pending > 0:
+                try:
+                    msgs = await psub.fetch(min(batch, pending), timeout=2.0)
+                except nats.errors.TimeoutError:
+                    break
+                for msg in msgs:
+                    pending = msg.metadata.num_pending
+                    metrics.REPLAYED.labels(family.value).inc()
+                    try:
+                        state[msg.subject] = self._decode(msg)
+                    except EnvelopeError as exc:
+                        log.warning("replay skipped an invalid message",
+                                    extra={"subject": msg.subject, "reason": exc.reason})
+        finally:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+        return state
+
+    def _decode(self, msg: Msg) -> Envelope[Event]:
+        envelope = decode(msg.headers, msg.data, nats_subject=msg.subject)
+        expected = self.subjects.for_event(envelope.event)
+        if expected != msg.subject:
+            raise EnvelopeError(
+                "SubjectMismatch", f"body is for {expected!r} but arrived on {msg.subject!r}"
+            )
+        return envelope
+
+    # ------------------------------------------------------------------ consuming
+
+    async def consume(self, spec: ConsumerSpec, handler: Handler) -> Consumer:
+        stream = self.subjects.stream(spec.family)
+        config = api.ConsumerConfig(
+            durable_name=spec.durable,
+            deliver_policy=(
+                api.DeliverPolicy.LAST_PER_SUBJECT
+                if spec.deliver_from == "last_per_subject" else api.DeliverPolicy.NEW
+            ),
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=spec.ack_wait_seconds,
+            # One more than ours so that the handler still sees the last delivery and dead-letters
+            # it instead of the server silently dropping it.
+            max_deliver=spec.max_deliveries + 1,
+            filter_subject=self._filter(spec.family, spec.key_prefix),
+            max_ack_pending=max(spec.batch * 4, 1024),
+        )
+        psub = await self._js.pull_subscribe(
+            config.filter_subject or "", durable=spec.durable, stream=stream, config=config
+        )
+        consumer = Consumer(self, spec, psub, handler)
+        consumer.start()
+        return consumer
+
+    async def dead_letter(self, msg: Msg, consumer: str, reason: str, detail: str) -> None:
+        original = dict(msg.headers or {})
+        sequence = msg.metadata.sequence.stream if msg.reply else None
+        headers = {
+            **{k: v for k, v in original.items() if k != "Nats-Msg-Id"},
+            "dlq-reason": reason,
+            "dlq-detail": detail[:2000],
+            "dlq-consumer": consumer,
+            "dlq-original-subject": msg.subject,
+            "dlq-stream-sequence": str(sequence),
+            "dlq-deliveries": str(msg.metadata.num_delivered if msg.reply else 0),
+            "Nats-Msg-Id": f"dlq:{consumer}:{msg.subject}:{sequence}",
+        }
+        await self._js.publish(
+            self.subjects.dlq(consumer, msg.subject), msg.data, headers=headers,
+            stream=self.subjects.dlq_stream,
+        )
+        metrics.DEAD_LETTERS.labels(consumer, reason).inc()
+
+    # ------------------------------------------------------------------ key-value
+
+    async def kv(self, bucket: str, *, history: int = 1, replicas: int | None = None) -> KvStore:
+        """Open or create a KV bucket (idempotent)."""
+        try:
+            store = await self._js.key_value(bucket)
+        except nats.js.errors.BucketNotFoundError:
+            try:
+                store = await self._js.create_key_value(
+                    bucket=bucket, history=history,
+                    replicas=replicas or self.settings.streams.replicas,
+                )
+            except nats.js.errors.BadRequestError:
+                store = await self._js.key_value(bucket)
+        return KvStore(store)
+
+
+class Consumer:
+    """A running durable pull consumer. :meth:`stop` finishes the messages already fetched."""
+
+    def __init__(self, bus: Bus, spec: ConsumerSpec, psub: JetStreamContext.PullSubscription,
+                 handler: Handler) -> None:
+        self._bus = bus
+        self._spec = spec
+        self._psub = psub
+        self._handler = handler
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.idle = asyncio.Event()
+        """Set whenever a fetch finds nothing pending: the consumer has caught up."""
+
+    @property
+    def name(self) -> str:
+        return self._spec.durable
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"consumer:{self._spec.durable}")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+        with contextlib.suppress(Exception):
+            await self._psub.unsubscribe()
+
+    async def _run(self) -> None:
+        spec = self._spec
+        while not self._stopping.is_set():
+            try:
+                msgs = await self._psub.fetch(spec.batch, timeout=spec.fetch_timeout_seconds)
+            except nats.errors.TimeoutError:
+                self.idle.set()
+                continue
+            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
+                return
+            except Exception:
+                log.exception("fetch failed; retrying", extra={"consumer": spec.durable})
+                await asyncio.sleep(1.0)
+                continue
+            self.idle.clear()
+            # Messages already fetched are handled even when a stop arrives meanwhile: none lost.
+            for msg in msgs:
+                await self._handle(msg)
+            if msgs:
+                metrics.CONSUMER_PENDING.labels(spec.durable).set(msgs[-1].metadata.num_pending)
+                if msgs[-1].metadata.num_pending == 0:
+                    self.idle.set()
+
+    async def _handle(self, msg: Msg) -> None:
+        spec = self._spec
+        delivered = msg.metadata.num_delivered
+        try:
+            envelope = self._bus._decode(msg)
+        except EnvelopeError as exc:
+            log.warning("invalid message dead-lettered",
+                        extra={"consumer": spec.durable, "subject": msg.subject, "reason": exc.reason})
+            await self._give_up(msg, exc.reason, exc.detail, "invalid")
+            return
+        event_type = envelope.event.event_type()
+        if delivered > spec.max_deliveries:
+            await self._give_up(msg, "MaxDeliveriesExceeded",
+                                f"delivered {delivered} times without an ack", event_type)
+            return
+        parent = context_from_headers(msg.headers)
+        started = time.perf_counter()
+        with TRACER.start_as_current_span(
+            f"process {event_type}", context=parent, kind=trace.SpanKind.CONSUMER,
+            attributes={"messaging.consumer": spec.durable, "messaging.delivery": delivered},
+        ) as span:
+            try:
+                await self._handler(envelope)
+            except PermanentError as exc:
+                span.record_exception(exc)
+                await self._give_up(msg, exc.reason, exc.detail, event_type)
+                return
+            except Exception as exc:
+                span.record_exception(exc)
+                if delivered >= spec.max_deliveries:
+                    log.error("handler failed for the last time; dead-lettered",
+                              extra={"consumer": spec.durable, "subject": msg.subject})
+                    await self._give_up(msg, "HandlerFailed", f"{type(exc).__name__}: {exc}",
+                                        event_type)
+                else:
+                    delay = spec.backoff_for(delivered)
+                    log.warning("handler failed; will retry",
+                                extra={"consumer": spec.durable, "subject": msg.subject,
+                                       "delivery": delivered, "retry_in_s": delay,
+                                       "error": f"{type(exc).__name__}: {exc}"})
+                    await msg.nak(delay=delay)
+                    metrics.CONSUMED.labels(spec.durable, event_type, "nak").inc()
+                return
+            finally:
+                metrics.HANDLE_SECONDS.labels(spec.durable).observe(time.perf_counter() - started)
+        await msg.ack()
+        metrics.CONSUMED.labels(spec.durable, event_type, "ack").inc()
+
+    async def _give_up(self, msg: Msg, reason: str, detail: str, event_type: str) -> None:
+        await self._bus.dead_letter(msg, self._spec.durable, reason, detail)
+        await msg.term()
+        metrics.CONSUMED.labels(self._spec.durable, event_type, "dead_letter").inc()
+
+
+@dataclass(frozen=True)
+class KvEntry:
+    key: str
+    value: bytes
+    revision: int
+
+
+class KvStore:
+    """JetStream KV with compare-and-set. Keys should be built with keys.encode_key."""
+
+    def __init__(self, store: KeyValue) -> None:
+        self._kv = store
+
+    async def get(self, key: str) -> KvEntry | None:
+        try:
+            entry = await self._kv.get(key)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        return KvEntry(key, entry.value or b"", entry.revision or 0)
+
+    async def create(self, key: str, value: bytes) -> int:
+        """Write ``key`` only if it does not exist (a deleted key counts as absent)."""
+        try:
+            return await self._kv.create(key, value)
+        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            raise KeyExists(key) from exc
+
+    async def update(self, key: str, value: bytes, revision: int) -> int:
+        """Write ``key`` only if its current revision is ``revision``."""
+        try:
+            return await self._kv.update(key, value, last=revision)
+        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            raise RevisionMismatch(key) from exc
+
+    async def delete(self, key: str, revision: int | None = None) -> None:
+        """Delete ``key``; with ``revision``, only if nobody wrote it since."""
+        try:
+            await self._kv.delete(key, last=revision)
+        except nats.js.errors.BadRequestError as exc:
+            # nats-py's delete does not translate the server's "wrong last sequence" (10071).
+            if exc.err_code == _WRONG_LAST_SEQUENCE:
+                raise RevisionMismatch(key) from exc
+            raise
+
+    async def entries(self) -> list[KvEntry]:
+        """Every live key with its value and revision (a consistent-enough snapshot for rebuilds)."""
+        out: list[KvEntry] = []
+        watcher = await self._kv.watchall(ignore_deletes=True)
+        try:
+            async for entry in watcher:
+                if entry is None:  # end of the initial values
+                    break
+                out.append(KvEntry(entry.key, entry.value or b"", entry.revision or 0))
+        finally:
+            await watcher.stop()
+        return out
