@@ -5,11 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
 from ingress_events import catalogue as c
 from ingress_events.bus import (
     Bus,
@@ -22,6 +17,10 @@ from ingress_events.bus import (
 )
 from ingress_events.envelope import Envelope, encode
 from ingress_events.examples import examples
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +32,10 @@ trace.set_tracer_provider(_PROVIDER)
 
 def domain(generation: int, host: str = "shop.example.com") -> c.DomainDesired:
     return c.DomainDesired(
-        generation=generation, host=host, owner_namespace="shop", ingress_class="ingress-domain",
+        generation=generation,
+        host=host,
+        owner_namespace="shop",
+        ingress_class="ingress-domain",
         sources=[c.ObjectRef(kind="Ingress", namespace="shop", name="storefront")],
     )
 
@@ -45,8 +47,11 @@ async def test_streams_are_declared_idempotently_and_updated(bus_settings: BusSe
     info = await bus.nats.jetstream().stream_info(bus.subjects.stream(c.Family.DOMAIN))
     assert info.config.max_msgs_per_subject == 1
     assert info.config.duplicate_window == 120.0
-    wider = BusSettings(servers=bus_settings.servers, subjects=bus_settings.subjects,
-                        streams=StreamSettings(duplicate_window_seconds=30))
+    wider = BusSettings(
+        servers=bus_settings.servers,
+        subjects=bus_settings.subjects,
+        streams=StreamSettings(duplicate_window_seconds=30),
+    )
     other = await Bus.connect(wider)
     await other.ensure_streams()
     info = await bus.nats.jetstream().stream_info(bus.subjects.stream(c.Family.DOMAIN))
@@ -92,7 +97,9 @@ async def test_publish_many_stores_thousands(bus: Bus) -> None:
     assert len(await bus.replay(c.Family.DOMAIN)) == 5000
 
 
-async def _collect(bus: Bus, spec: ConsumerSpec, handler: object = None) -> tuple[list[Envelope[c.Event]], object]:
+async def _collect(
+    bus: Bus, spec: ConsumerSpec, handler: object = None
+) -> tuple[list[Envelope[c.Event]], object]:
     seen: list[Envelope[c.Event]] = []
 
     async def record(env: Envelope[c.Event]) -> None:
@@ -113,7 +120,9 @@ async def wait_until(predicate: object, timeout: float = 10.0) -> None:
 async def test_a_durable_consumer_replays_current_state_then_follows_live(bus: Bus) -> None:
     await bus.publish(domain(1))
     await bus.publish(domain(2))
-    seen, consumer = await _collect(bus, ConsumerSpec("ipam", c.Family.DOMAIN, fetch_timeout_seconds=0.2))
+    seen, consumer = await _collect(
+        bus, ConsumerSpec("ipam", c.Family.DOMAIN, fetch_timeout_seconds=0.2)
+    )
     await wait_until(lambda: len(seen) == 1)
     assert seen[0].event.generation == 2  # only the current state, not history
     await bus.publish(domain(3))
@@ -121,7 +130,9 @@ async def test_a_durable_consumer_replays_current_state_then_follows_live(bus: B
     await consumer.stop()  # type: ignore[attr-defined]
     # A restart resumes after the last ack: nothing is delivered twice, nothing is lost.
     await bus.publish(domain(4))
-    seen2, consumer2 = await _collect(bus, ConsumerSpec("ipam", c.Family.DOMAIN, fetch_timeout_seconds=0.2))
+    seen2, consumer2 = await _collect(
+        bus, ConsumerSpec("ipam", c.Family.DOMAIN, fetch_timeout_seconds=0.2)
+    )
     await wait_until(lambda: len(seen2) == 1)
     assert seen2[0].event.generation == 4
     await consumer2.stop()  # type: ignore[attr-defined]
@@ -144,7 +155,9 @@ async def test_a_transient_failure_is_retried_with_backoff(bus: Bus) -> None:
         if len(attempts) < 3:
             raise ConnectionError("DNS server down")
 
-    spec = ConsumerSpec("dns-writer", c.Family.DOMAIN, backoff_seconds=(0.05,), fetch_timeout_seconds=0.2)
+    spec = ConsumerSpec(
+        "dns-writer", c.Family.DOMAIN, backoff_seconds=(0.05,), fetch_timeout_seconds=0.2
+    )
     consumer = await bus.consume(spec, flaky)
     await bus.publish(domain(1))
     await wait_until(lambda: len(attempts) == 3)
@@ -153,15 +166,22 @@ async def test_a_transient_failure_is_retried_with_backoff(bus: Bus) -> None:
     await consumer.stop()
 
 
-async def test_after_bounded_deliveries_the_message_goes_to_the_dead_letter_subject(bus: Bus) -> None:
+async def test_after_bounded_deliveries_the_message_goes_to_the_dead_letter_subject(
+    bus: Bus,
+) -> None:
     attempts: list[int] = []
 
     async def broken(env: Envelope[c.Event]) -> None:
         attempts.append(1)
         raise RuntimeError("bug")
 
-    spec = ConsumerSpec("l7-config", c.Family.DOMAIN, max_deliveries=3, backoff_seconds=(0.02,),
-                        fetch_timeout_seconds=0.2)
+    spec = ConsumerSpec(
+        "l7-config",
+        c.Family.DOMAIN,
+        max_deliveries=3,
+        backoff_seconds=(0.02,),
+        fetch_timeout_seconds=0.2,
+    )
     consumer = await bus.consume(spec, broken)
     await bus.publish(domain(1))
     [letter] = await _dead_letters(bus, 1)
@@ -173,18 +193,32 @@ async def test_after_bounded_deliveries_the_message_goes_to_the_dead_letter_subj
 
 
 async def test_invalid_messages_are_dead_lettered_and_the_consumer_goes_on(bus: Bus) -> None:
-    seen, consumer = await _collect(bus, ConsumerSpec("watcher", c.Family.DOMAIN, fetch_timeout_seconds=0.2))
+    seen, consumer = await _collect(
+        bus, ConsumerSpec("watcher", c.Family.DOMAIN, fetch_timeout_seconds=0.2)
+    )
     js = bus.nats.jetstream()
     good_headers, good_body = encode(domain(1), nats_subject="x", source="//t")
     subject = bus.subjects.for_event(domain(1))
     await js.publish(bus.subjects.for_key(c.Family.DOMAIN, ("a.example.com",)), b"{}", headers={})
-    await js.publish(bus.subjects.for_key(c.Family.DOMAIN, ("b.example.com",)), b"{broken",
-                     headers={**good_headers, "Nats-Msg-Id": "b"})
-    await js.publish(bus.subjects.for_key(c.Family.DOMAIN, ("c.example.com",)), good_body,
-                     headers={**good_headers, "Nats-Msg-Id": "c",
-                              "ce-type": "io.ingress-domain.domain.desired.v9"})
-    await js.publish(bus.subjects.for_key(c.Family.DOMAIN, ("d.example.com",)), good_body,
-                     headers={**good_headers, "Nats-Msg-Id": "d"})  # body for another key
+    await js.publish(
+        bus.subjects.for_key(c.Family.DOMAIN, ("b.example.com",)),
+        b"{broken",
+        headers={**good_headers, "Nats-Msg-Id": "b"},
+    )
+    await js.publish(
+        bus.subjects.for_key(c.Family.DOMAIN, ("c.example.com",)),
+        good_body,
+        headers={
+            **good_headers,
+            "Nats-Msg-Id": "c",
+            "ce-type": "io.ingress-domain.domain.desired.v9",
+        },
+    )
+    await js.publish(
+        bus.subjects.for_key(c.Family.DOMAIN, ("d.example.com",)),
+        good_body,
+        headers={**good_headers, "Nats-Msg-Id": "d"},
+    )  # body for another key
     await bus.publish(domain(2))
     letters = await _dead_letters(bus, 4)
     reasons = sorted(m.headers["dlq-reason"] for m in letters)  # type: ignore[attr-defined]
@@ -198,7 +232,9 @@ async def test_a_permanent_error_is_dead_lettered_at_once(bus: Bus) -> None:
     async def refuse(env: Envelope[c.Event]) -> None:
         raise PermanentError("OutsideManagedZones", "shop.example.com is in no managed zone")
 
-    consumer = await bus.consume(ConsumerSpec("dns", c.Family.DOMAIN, fetch_timeout_seconds=0.2), refuse)
+    consumer = await bus.consume(
+        ConsumerSpec("dns", c.Family.DOMAIN, fetch_timeout_seconds=0.2), refuse
+    )
     await bus.publish(domain(1))
     [letter] = await _dead_letters(bus, 1)
     assert letter.headers["dlq-reason"] == "OutsideManagedZones"  # type: ignore[attr-defined]
@@ -233,7 +269,9 @@ async def test_one_trace_crosses_the_bus(bus: Bus) -> None:
         got.append(env)
         await bus.publish(c.L7Removed(generation=1, host="shop.example.com"))
 
-    consumer = await bus.consume(ConsumerSpec("fwd", c.Family.DOMAIN, fetch_timeout_seconds=0.2), forward)
+    consumer = await bus.consume(
+        ConsumerSpec("fwd", c.Family.DOMAIN, fetch_timeout_seconds=0.2), forward
+    )
     with tracer.start_as_current_span("ingress change") as root:
         await bus.publish(domain(1))
     trace_id = root.get_span_context().trace_id
@@ -257,8 +295,9 @@ async def test_kv_compare_and_set(bus: Bus) -> None:
     await kv.delete("10_0_0_1", revision=rev2)
     assert await kv.get("10_0_0_1") is None
     # Create after delete: the key is free again, exactly once.
-    results = await asyncio.gather(kv.create("10_0_0_1", b"a"), kv.create("10_0_0_1", b"b"),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        kv.create("10_0_0_1", b"a"), kv.create("10_0_0_1", b"b"), return_exceptions=True
+    )
     assert sorted(type(r).__name__ for r in results) == ["KeyExists", "int"]
     assert [e.key for e in await kv.entries()] == ["10_0_0_1"]
     assert (await bus.kv("vips")) is not None  # opening again is idempotent

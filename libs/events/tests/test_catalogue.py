@@ -3,13 +3,11 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from pydantic import ValidationError
-
 from ingress_events import catalogue as c
 from ingress_events.envelope import EnvelopeError, decode, encode, event_class_for
 from ingress_events.examples import examples
-from ingress_events.state import LatestByKey
 from ingress_events.subjects import Subjects
+from pydantic import ValidationError
 
 pytestmark = pytest.mark.unit
 
@@ -33,7 +31,11 @@ def test_the_key_matches_a_declared_subject_shape(event: c.Event) -> None:
     shapes = c.KEY_PARTS[event.family]
     assert any(
         len(shape) == len(key)
-        and all(part.split("=")[1] == value for part, value in zip(shape, key, strict=True) if "=" in part)
+        and all(
+            part.split("=")[1] == value
+            for part, value in zip(shape, key, strict=True)
+            if "=" in part
+        )
         for shape in shapes
     ), (key, shapes)
     subjects = Subjects()
@@ -53,9 +55,21 @@ def test_the_base_event_cannot_be_instantiated() -> None:
         (lambda: c.VipOwner(kind="domain", namespace="x"), "domain owner"),
         (lambda: c.L4Removed(generation=1, node="node-a", vip="10.0.0.300"), "vip"),
         (lambda: c.PoolDesired(generation=1, pool="p", cidrs=["10.0.0.1/24"]), "cidrs"),
-        (lambda: c.PeerDesired(generation=1, peer="p", address="10.0.0.1", peer_asn=0, local_asn=1), "peer_asn"),
-        (lambda: c.Route(path="/a b", path_type="Prefix", backends=[], source=c.ObjectRef(
-            kind="Ingress", namespace="a", name="b")), "path"),
+        (
+            lambda: c.PeerDesired(
+                generation=1, peer="p", address="10.0.0.1", peer_asn=0, local_asn=1
+            ),
+            "peer_asn",
+        ),
+        (
+            lambda: c.Route(
+                path="/a b",
+                path_type="Prefix",
+                backends=[],
+                source=c.ObjectRef(kind="Ingress", namespace="a", name="b"),
+            ),
+            "path",
+        ),
     ],
 )
 def test_invalid_events_cannot_be_built(factory: object, field: str) -> None:
@@ -71,9 +85,13 @@ def test_ip_addresses_are_stored_canonically() -> None:
 @pytest.mark.parametrize("event", examples(), ids=lambda e: e.event_type())
 def test_envelope_round_trip(event: c.Event) -> None:
     subject = Subjects().for_event(event)
-    headers, body = encode(event, nats_subject=subject, source="//test",
-                           trace_headers={"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"},
-                           now=datetime(2026, 11, 22, tzinfo=UTC))
+    headers, body = encode(
+        event,
+        nats_subject=subject,
+        source="//test",
+        trace_headers={"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"},
+        now=datetime(2026, 11, 22, tzinfo=UTC),
+    )
     assert headers["Nats-Msg-Id"] == headers["ce-id"]
     assert headers["ce-type"] == event.ce_type()
     assert headers["ce-time"] == "2026-11-22T00:00:00Z"
@@ -83,7 +101,10 @@ def test_envelope_round_trip(event: c.Event) -> None:
 
 
 def test_event_ids_are_stable_for_identical_events_and_differ_otherwise() -> None:
-    a, b = c.DomainDeleted(generation=5, host="a.example.com"), c.DomainDeleted(generation=6, host="a.example.com")
+    a, b = (
+        c.DomainDeleted(generation=5, host="a.example.com"),
+        c.DomainDeleted(generation=6, host="a.example.com"),
+    )
     ids = [encode(e, nats_subject="s", source="x")[0]["ce-id"] for e in (a, a, b)]
     assert ids[0] == ids[1] != ids[2]
 
@@ -96,7 +117,10 @@ def _headers(event: c.Event) -> tuple[dict[str, str], bytes]:
     ("mutate", "reason"),
     [
         (lambda h, b: ({k: v for k, v in h.items() if k != "ce-type"}, b), "MissingHeaders"),
-        (lambda h, b: ({**h, "ce-type": "io.ingress-domain.domain.deleted.v2"}, b), "UnsupportedVersion"),
+        (
+            lambda h, b: ({**h, "ce-type": "io.ingress-domain.domain.deleted.v2"}, b),
+            "UnsupportedVersion",
+        ),
         (lambda h, b: ({**h, "ce-type": "io.ingress-domain.domain.exploded.v1"}, b), "UnknownType"),
         (lambda h, b: ({**h, "ce-type": "com.example.other"}, b), "UnknownType"),
         (lambda h, b: (h, b"{not json"), "MalformedBody"),
@@ -115,7 +139,9 @@ def test_bad_messages_are_named_by_reason(mutate: object, reason: str) -> None:
 def test_unknown_fields_from_a_newer_minor_are_ignored() -> None:
     headers, body = _headers(c.DomainDeleted(generation=1, host="a.example.com"))
     body = json.dumps({**json.loads(body), "added_later": True}).encode()
-    assert decode(headers, body, nats_subject="s").event == c.DomainDeleted(generation=1, host="a.example.com")
+    assert decode(headers, body, nats_subject="s").event == c.DomainDeleted(
+        generation=1, host="a.example.com"
+    )
 
 
 def test_type_lookup() -> None:

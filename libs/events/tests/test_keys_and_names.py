@@ -3,7 +3,6 @@ import re
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from ingress_events.keys import KeyEncodingError, decode_key, decode_token, encode_key, encode_token
 from ingress_events.names import InvalidHostname, normalize_hostname, wildcard_covers
 

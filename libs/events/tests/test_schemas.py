@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from ingress_events import asyncapi, schemas
 
 pytestmark = pytest.mark.unit
@@ -61,7 +60,9 @@ def test_write_refuses_a_breaking_change(tmp_path: Path) -> None:
     old = json.loads(target.read_text())
     old["properties"]["legacy"] = {"type": "string"}
     target.write_text(json.dumps(old))
-    assert schemas.compatibility_report(tmp_path) == {"vip.assigned.json": ["legacy: removed or renamed"]}
+    assert schemas.compatibility_report(tmp_path) == {
+        "vip.assigned.json": ["legacy: removed or renamed"]
+    }
 
 
 def test_asyncapi_document_is_version_3_and_every_reference_resolves() -> None:
@@ -83,4 +84,6 @@ def test_asyncapi_document_is_version_3_and_every_reference_resolves() -> None:
         for part in ref.removeprefix("#/").split("/"):
             assert isinstance(target, dict) and part in target, ref
             target = target[part]
-    assert doc["channels"]["vip-service"]["address"] == "ingress.v1.vip.service.{namespace}.{service}"
+    assert (
+        doc["channels"]["vip-service"]["address"] == "ingress.v1.vip.service.{namespace}.{service}"
+    )

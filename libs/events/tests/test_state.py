@@ -3,7 +3,6 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from ingress_events import catalogue as c
 from ingress_events.envelope import Envelope
 from ingress_events.generation import GenerationClock
@@ -13,8 +12,15 @@ pytestmark = pytest.mark.unit
 
 
 def _env(event: c.Event) -> Envelope[c.Event]:
-    return Envelope(event=event, id="x", source="s", type=event.ce_type(),
-                    time=datetime.now(UTC), subject="/".join(event.key()), nats_subject="n")
+    return Envelope(
+        event=event,
+        id="x",
+        source="s",
+        type=event.ce_type(),
+        time=datetime.now(UTC),
+        subject="/".join(event.key()),
+        nats_subject="n",
+    )
 
 
 def _event(generation: int, deleted: bool) -> c.Event:
@@ -24,11 +30,18 @@ def _event(generation: int, deleted: bool) -> c.Event:
 
 
 @given(st.lists(st.tuples(st.integers(1, 50), st.booleans()), min_size=1, max_size=30))
-def test_any_order_of_deliveries_converges_on_the_highest_generation(deliveries: list[tuple[int, bool]]) -> None:
+def test_any_order_of_deliveries_converges_on_the_highest_generation(
+    deliveries: list[tuple[int, bool]],
+) -> None:
     state: LatestByKey[c.Event] = LatestByKey()
     for generation, deleted in deliveries:
-        state.offer(_env(c.DomainDeleted(generation=generation, host="a.example.com")
-                         if deleted else _domain(generation)))
+        state.offer(
+            _env(
+                c.DomainDeleted(generation=generation, host="a.example.com")
+                if deleted
+                else _domain(generation)
+            )
+        )
     best = max(g for g, _ in deliveries)
     winner = state.get(c.Family.DOMAIN, ("a.example.com",))
     assert winner is not None and winner.generation == best
@@ -36,7 +49,10 @@ def test_any_order_of_deliveries_converges_on_the_highest_generation(deliveries:
 
 def _domain(generation: int) -> c.Event:
     return c.DomainDesired(
-        generation=generation, host="a.example.com", owner_namespace="a", ingress_class="x",
+        generation=generation,
+        host="a.example.com",
+        owner_namespace="a",
+        ingress_class="x",
         sources=[c.ObjectRef(kind="Ingress", namespace="a", name="i")],
     )
 

@@ -14,7 +14,6 @@ from .bus import (
     RevisionMismatch,
     StreamSettings,
 )
-
 from .catalogue import ALL_EVENTS, Event, Family
 from .envelope import Envelope, EnvelopeError
 from .generation import GenerationClock

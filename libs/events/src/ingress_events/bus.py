@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -57,7 +58,9 @@ class PermanentError(Exception):
 class PublishError(Exception):
     def __init__(self, failures: list[tuple[str, BaseException]]) -> None:
         first = failures[0]
-        super().__init__(f"{len(failures)} publish(es) not acknowledged; first {first[0]}: {first[1]!r}")
+        super().__init__(
+            f"{len(failures)} publish(es) not acknowledged; first {first[0]}: {first[1]!r}"
+        )
         self.failures = failures
 
 
@@ -114,7 +117,9 @@ class ConsumerSpec:
         if self.max_deliveries < 1:
             raise ValueError("max_deliveries must be at least 1")
         if not self.durable.replace("-", "").replace("_", "").isalnum():
-            raise ValueError(f"durable name {self.durable!r} may hold only letters, digits, - and _")
+            raise ValueError(
+                f"durable name {self.durable!r} may hold only letters, digits, - and _"
+            )
 
     def backoff_for(self, delivered: int) -> float:
         index = min(max(delivered - 1, 0), len(self.backoff_seconds) - 1)
@@ -176,7 +181,7 @@ class Bus:
         s = self.settings.streams
         return api.StreamConfig(
             name=self.subjects.dlq_stream,
-            description="Ingress Domain dead letters: messages a consumer gave up on, with the reason",
+            description="Ingress Domain dead letters: messages a consumer gave up on, with why",
             subjects=[self.subjects.dlq_wildcard],
             retention=api.RetentionPolicy.LIMITS,
             max_age=s.dlq_max_age_seconds,
@@ -206,10 +211,22 @@ class Bus:
                 await self._js.stream_info(config.name)
             return
         current = info.config
-        wanted = (config.subjects, config.max_msgs_per_subject, config.num_replicas,
-                  config.duplicate_window, config.max_bytes, config.max_age)
-        have = (current.subjects, current.max_msgs_per_subject, current.num_replicas,
-                current.duplicate_window, current.max_bytes, current.max_age)
+        wanted = (
+            config.subjects,
+            config.max_msgs_per_subject,
+            config.num_replicas,
+            config.duplicate_window,
+            config.max_bytes,
+            config.max_age,
+        )
+        have = (
+            current.subjects,
+            current.max_msgs_per_subject,
+            current.num_replicas,
+            current.duplicate_window,
+            current.max_bytes,
+            current.max_age,
+        )
         if wanted != have:
             await self._js.update_stream(config)
             log.info("stream updated", extra={"stream": config.name})
@@ -219,20 +236,26 @@ class Bus:
     def _encode(self, event: Event) -> tuple[str, dict[str, str], bytes]:
         subject = self.subjects.for_event(event)
         headers, body = encode(
-            event, nats_subject=subject, source=self.settings.source,
+            event,
+            nats_subject=subject,
+            source=self.settings.source,
             trace_headers=current_trace_headers(),
         )
         return subject, headers, body
 
     async def publish(self, event: Event, *, timeout: float = 5.0) -> api.PubAck:
         with TRACER.start_as_current_span(
-            f"publish {event.event_type()}", kind=trace.SpanKind.PRODUCER,
+            f"publish {event.event_type()}",
+            kind=trace.SpanKind.PRODUCER,
             attributes={"messaging.system": "nats", "ingress.key": "/".join(event.key())},
         ):
             subject, headers, body = self._encode(event)
             try:
                 ack = await self._js.publish(
-                    subject, body, timeout=timeout, stream=self.subjects.stream(event.family),
+                    subject,
+                    body,
+                    timeout=timeout,
+                    stream=self.subjects.stream(event.family),
                     headers=headers,
                 )
             except Exception:
@@ -241,30 +264,56 @@ class Bus:
         metrics.PUBLISHED.labels(event.event_type()).inc()
         return ack
 
-    async def publish_many(self, events: Sequence[Event], *, timeout: float = 10.0) -> list[api.PubAck]:
+    async def publish_many(
+        self, events: Sequence[Event], *, timeout: float = 10.0
+    ) -> list[api.PubAck]:
         """Publish many events pipelined, then wait for every ack. Raises :class:`PublishError`
-        naming each event that was not acknowledged (the others are stored)."""
-        futures: list[asyncio.Future[api.PubAck]] = []
-        for event in events:
-            subject, headers, body = self._encode(event)
-            futures.append(
-                await self._js.publish_async(
-                    subject, body, wait_stall=timeout, stream=self.subjects.stream(event.family),
-                    headers=headers,
-                )
-            )
-        results = await asyncio.wait_for(
-            asyncio.gather(*futures, return_exceptions=True), timeout=timeout
-        )
-        failures: list[tuple[str, BaseException]] = []
+        naming each event that was not acknowledged (the others are stored).
+
+        Events go out in windows of ``publish_window``: a window is sent without waiting, then its
+        acks are awaited under one timeout. (nats-py's own stall guard wraps every publish in an
+        ``asyncio.wait_for``, which costs a task per message; the window makes it unnecessary.)
+        """
+        trace_headers = current_trace_headers()
         acks: list[api.PubAck] = []
-        for event, result in zip(events, results, strict=True):
-            if isinstance(result, BaseException):
-                metrics.PUBLISH_FAILURES.labels(event.event_type()).inc()
-                failures.append(("/".join(event.key()), result))
-            else:
-                metrics.PUBLISHED.labels(event.event_type()).inc()
-                acks.append(result)
+        failures: list[tuple[str, BaseException]] = []
+        window = self.settings.publish_window
+        for offset in range(0, len(events), window):
+            chunk = events[offset : offset + window]
+            futures: list[asyncio.Future[api.PubAck]] = []
+            for event in chunk:
+                subject = self.subjects.for_event(event)
+                headers, body = encode(
+                    event,
+                    nats_subject=subject,
+                    source=self.settings.source,
+                    trace_headers=trace_headers,
+                )
+                futures.append(
+                    await self._js.publish_async(
+                        subject,
+                        body,
+                        wait_stall=None,
+                        stream=self.subjects.stream(event.family),
+                        headers=headers,
+                    )
+                )
+            try:
+                results = await asyncio.wait_for(
+                    asyncio.gather(*futures, return_exceptions=True), timeout=timeout
+                )
+            except TimeoutError as exc:
+                results = [f.result() if f.done() and not f.exception() else exc for f in futures]
+            stored: Counter[str] = Counter()
+            for event, result in zip(chunk, results, strict=True):
+                if isinstance(result, BaseException):
+                    metrics.PUBLISH_FAILURES.labels(event.event_type()).inc()
+                    failures.append(("/".join(event.key()), result))
+                else:
+                    acks.append(result)
+                    stored[event.event_type()] += 1
+            for event_type, count in stored.items():
+                metrics.PUBLISHED.labels(event_type).inc(count)
         if failures:
             raise PublishError(failures)
         return acks
@@ -308,8 +357,10 @@ class Bus:
                     try:
                         state[msg.subject] = self._decode(msg)
                     except EnvelopeError as exc:
-                        log.warning("replay skipped an invalid message",
-                                    extra={"subject": msg.subject, "reason": exc.reason})
+                        log.warning(
+                            "replay skipped an invalid message",
+                            extra={"subject": msg.subject, "reason": exc.reason},
+                        )
         finally:
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()
@@ -332,7 +383,8 @@ class Bus:
             durable_name=spec.durable,
             deliver_policy=(
                 api.DeliverPolicy.LAST_PER_SUBJECT
-                if spec.deliver_from == "last_per_subject" else api.DeliverPolicy.NEW
+                if spec.deliver_from == "last_per_subject"
+                else api.DeliverPolicy.NEW
             ),
             ack_policy=api.AckPolicy.EXPLICIT,
             ack_wait=spec.ack_wait_seconds,
@@ -342,9 +394,10 @@ class Bus:
             filter_subject=self._filter(spec.family, spec.key_prefix),
             max_ack_pending=max(spec.batch * 4, 1024),
         )
-        psub = await self._js.pull_subscribe(
-            config.filter_subject or "", durable=spec.durable, stream=stream, config=config
-        )
+        # add_consumer creates the durable or updates its mutable settings; pull_subscribe alone
+        # would silently keep an existing durable's old configuration.
+        await self._js.add_consumer(stream, config)
+        psub = await self._js.pull_subscribe_bind(durable=spec.durable, stream=stream)
         consumer = Consumer(self, spec, psub, handler)
         consumer.start()
         return consumer
@@ -363,7 +416,9 @@ class Bus:
             "Nats-Msg-Id": f"dlq:{consumer}:{msg.subject}:{sequence}",
         }
         await self._js.publish(
-            self.subjects.dlq(consumer, msg.subject), msg.data, headers=headers,
+            self.subjects.dlq(consumer, msg.subject),
+            msg.data,
+            headers=headers,
             stream=self.subjects.dlq_stream,
         )
         metrics.DEAD_LETTERS.labels(consumer, reason).inc()
@@ -377,7 +432,8 @@ class Bus:
         except nats.js.errors.BucketNotFoundError:
             try:
                 store = await self._js.create_key_value(
-                    bucket=bucket, history=history,
+                    bucket=bucket,
+                    history=history,
                     replicas=replicas or self.settings.streams.replicas,
                 )
             except nats.js.errors.BadRequestError:
@@ -388,14 +444,21 @@ class Bus:
 class Consumer:
     """A running durable pull consumer. :meth:`stop` finishes the messages already fetched."""
 
-    def __init__(self, bus: Bus, spec: ConsumerSpec, psub: JetStreamContext.PullSubscription,
-                 handler: Handler) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        spec: ConsumerSpec,
+        psub: JetStreamContext.PullSubscription,
+        handler: Handler,
+    ) -> None:
         self._bus = bus
         self._spec = spec
         self._psub = psub
         self._handler = handler
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._handle_seconds = metrics.HANDLE_SECONDS.labels(spec.durable)
+        self._outcomes: dict[tuple[str, str], Any] = {}
         self.idle = asyncio.Event()
         """Set whenever a fetch finds nothing pending: the consumer has caught up."""
 
@@ -442,19 +505,27 @@ class Consumer:
         try:
             envelope = self._bus._decode(msg)
         except EnvelopeError as exc:
-            log.warning("invalid message dead-lettered",
-                        extra={"consumer": spec.durable, "subject": msg.subject, "reason": exc.reason})
+            log.warning(
+                "invalid message dead-lettered",
+                extra={"consumer": spec.durable, "subject": msg.subject, "reason": exc.reason},
+            )
             await self._give_up(msg, exc.reason, exc.detail, "invalid")
             return
         event_type = envelope.event.event_type()
         if delivered > spec.max_deliveries:
-            await self._give_up(msg, "MaxDeliveriesExceeded",
-                                f"delivered {delivered} times without an ack", event_type)
+            await self._give_up(
+                msg,
+                "MaxDeliveriesExceeded",
+                f"delivered {delivered} times without an ack",
+                event_type,
+            )
             return
         parent = context_from_headers(msg.headers)
         started = time.perf_counter()
         with TRACER.start_as_current_span(
-            f"process {event_type}", context=parent, kind=trace.SpanKind.CONSUMER,
+            f"process {event_type}",
+            context=parent,
+            kind=trace.SpanKind.CONSUMER,
             attributes={"messaging.consumer": spec.durable, "messaging.delivery": delivered},
         ) as span:
             try:
@@ -466,28 +537,46 @@ class Consumer:
             except Exception as exc:
                 span.record_exception(exc)
                 if delivered >= spec.max_deliveries:
-                    log.error("handler failed for the last time; dead-lettered",
-                              extra={"consumer": spec.durable, "subject": msg.subject})
-                    await self._give_up(msg, "HandlerFailed", f"{type(exc).__name__}: {exc}",
-                                        event_type)
+                    log.error(
+                        "handler failed for the last time; dead-lettered",
+                        extra={"consumer": spec.durable, "subject": msg.subject},
+                    )
+                    await self._give_up(
+                        msg, "HandlerFailed", f"{type(exc).__name__}: {exc}", event_type
+                    )
                 else:
                     delay = spec.backoff_for(delivered)
-                    log.warning("handler failed; will retry",
-                                extra={"consumer": spec.durable, "subject": msg.subject,
-                                       "delivery": delivered, "retry_in_s": delay,
-                                       "error": f"{type(exc).__name__}: {exc}"})
+                    log.warning(
+                        "handler failed; will retry",
+                        extra={
+                            "consumer": spec.durable,
+                            "subject": msg.subject,
+                            "delivery": delivered,
+                            "retry_in_s": delay,
+                            "error": f"{type(exc).__name__}: {exc}",
+                        },
+                    )
                     await msg.nak(delay=delay)
-                    metrics.CONSUMED.labels(spec.durable, event_type, "nak").inc()
+                    self._count(event_type, "nak")
                 return
             finally:
-                metrics.HANDLE_SECONDS.labels(spec.durable).observe(time.perf_counter() - started)
+                self._handle_seconds.observe(time.perf_counter() - started)
         await msg.ack()
-        metrics.CONSUMED.labels(spec.durable, event_type, "ack").inc()
+        self._count(event_type, "ack")
+
+    def _count(self, event_type: str, outcome: str) -> None:
+        # Label children are cached: a .labels() lookup per message costs more than the count.
+        child = self._outcomes.get((event_type, outcome))
+        if child is None:
+            child = self._outcomes[(event_type, outcome)] = metrics.CONSUMED.labels(
+                self._spec.durable, event_type, outcome
+            )
+        child.inc()
 
     async def _give_up(self, msg: Msg, reason: str, detail: str, event_type: str) -> None:
         await self._bus.dead_letter(msg, self._spec.durable, reason, detail)
         await msg.term()
-        metrics.CONSUMED.labels(self._spec.durable, event_type, "dead_letter").inc()
+        self._count(event_type, "dead_letter")
 
 
 @dataclass(frozen=True)
@@ -535,7 +624,7 @@ class KvStore:
             raise
 
     async def entries(self) -> list[KvEntry]:
-        """Every live key with its value and revision (a consistent-enough snapshot for rebuilds)."""
+        """Every live key with its value and revision: a snapshot to rebuild state from."""
         out: list[KvEntry] = []
         watcher = await self._kv.watchall(ignore_deletes=True)
         try:
@@ -544,5 +633,5 @@ class KvStore:
                     break
                 out.append(KvEntry(entry.key, entry.value or b"", entry.revision or 0))
         finally:
-            await watcher.stop()
+            await watcher.stop()  # type: ignore[no-untyped-call]  # untyped in nats-py
         return out

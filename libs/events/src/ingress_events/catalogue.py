@@ -156,7 +156,10 @@ class RemoteBackend(Model):
     port: Port
     weight: Weight = 1
     priority: int = Field(
-        default=1, ge=0, le=127, description="Envoy locality priority: 0 = local, higher = fallback."
+        default=1,
+        ge=0,
+        le=127,
+        description="Envoy locality priority: 0 = local, higher = fallback.",
     )
 
 
@@ -177,12 +180,21 @@ class RouteTimeouts(Model):
     idle_seconds: float | None = Field(default=None, gt=0, le=86400)
 
 
+RetryOn = Literal["5xx", "gateway-error", "reset", "connect-failure", "retriable-4xx"]
+
+
+def _default_retry_on() -> list[RetryOn]:
+    return ["connect-failure", "reset"]
+
+
+def _ipv4_only() -> list[IpFamily]:
+    return ["IPv4"]
+
+
 class RetryPolicy(Model):
     attempts: int = Field(ge=0, le=10)
     per_try_timeout_seconds: float | None = Field(default=None, gt=0, le=3600)
-    on: list[Literal["5xx", "gateway-error", "reset", "connect-failure", "retriable-4xx"]] = Field(
-        default_factory=lambda: ["connect-failure", "reset"]
-    )
+    on: list[RetryOn] = Field(default_factory=_default_retry_on)
 
 
 PathType = Literal["Exact", "Prefix", "ImplementationSpecific"]
@@ -318,7 +330,7 @@ class LoadBalancerServiceDesired(Event):
     namespace: Namespace
     service: K8sName
     ports: list[ServicePort] = Field(min_length=1)
-    ip_families: list[IpFamily] = Field(default_factory=lambda: ["IPv4"], min_length=1, max_length=2)
+    ip_families: list[IpFamily] = Field(default_factory=_ipv4_only, min_length=1, max_length=2)
     ip_family_policy: Literal["SingleStack", "PreferDualStack", "RequireDualStack"] = "SingleStack"
     external_traffic_policy: Literal["Cluster", "Local"] = "Cluster"
     vip: VipRequest = Field(default_factory=VipRequest)
@@ -358,7 +370,8 @@ class PoolDesired(Event):
     ranges: list[AddressRange] = Field(default_factory=list)
     exclude: list[IpAddress] = Field(default_factory=list)
     namespaces: list[str] = Field(
-        default_factory=list, description="Namespaces (names or '*' globs) that may draw; empty = all."
+        default_factory=list,
+        description="Namespaces (names or '*' globs) that may draw; empty = all.",
     )
     zones: list[Hostname] = Field(default_factory=list)
     domains: list[Hostname] = Field(default_factory=list)
@@ -775,6 +788,15 @@ ALL_EVENTS: tuple[type[Event], ...] = (
 
 EVENTS_BY_CE_TYPE: dict[str, type[Event]] = {cls.ce_type(): cls for cls in ALL_EVENTS}
 TOMBSTONES: frozenset[type[Event]] = frozenset(
-    {DomainDeleted, BackendDeleted, LoadBalancerServiceDeleted, PoolDeleted, PeerDeleted,
-     VipReleased, L4Removed, L7Removed, DnsRemoved}
+    {
+        DomainDeleted,
+        BackendDeleted,
+        LoadBalancerServiceDeleted,
+        PoolDeleted,
+        PeerDeleted,
+        VipReleased,
+        L4Removed,
+        L7Removed,
+        DnsRemoved,
+    }
 )

@@ -1,14 +1,15 @@
 """``ingress-events``: keep the committed schemas and docs in step with the models; watch the bus.
 
-    ingress-events check            fail on drift or on a breaking schema change (CI runs this)
-    ingress-events write            regenerate schemas and docs (refuses breaking changes)
-    ingress-events tail [FAMILY]    print the current state, then live events (needs NATS)
+ingress-events check            fail on drift or on a breaking schema change (CI runs this)
+ingress-events write            regenerate schemas and docs (refuses breaking changes)
+ingress-events tail [FAMILY]    print the current state, then live events (needs NATS)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 
@@ -79,8 +80,11 @@ async def _tail(server: str, families: list[Family], root: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ingress-events", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="ingress-events",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("check", help="fail on schema drift or breaking changes")
     sub.add_parser("write", help="regenerate schemas and docs")
@@ -94,10 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "write":
         return _write()
     families = [Family(f) for f in args.families] or list(Family)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_tail(args.server, families, args.root))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

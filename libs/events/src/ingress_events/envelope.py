@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
@@ -26,7 +25,6 @@ E = TypeVar("E", bound=Event)
 
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
-_ID_NAMESPACE = uuid.UUID("8f7c1f3e-3f5e-4c1b-9a53-6b1f2d2f0a11")
 _CE_TYPE_RE = re.compile(rf"^{re.escape(CE_TYPE_PREFIX)}\.(?P<short>[a-z0-9.-]+)\.v(?P<major>\d+)$")
 REQUIRED_HEADERS = ("ce-specversion", "ce-id", "ce-source", "ce-type", "ce-time")
 
@@ -45,8 +43,13 @@ def dataschema_uri(event_cls: type[Event]) -> str:
 
 
 def event_id(event: Event, subject: str, body: bytes) -> str:
-    digest = hashlib.sha256(body).hexdigest()
-    return str(uuid.uuid5(_ID_NAMESPACE, f"{event.ce_type()}|{subject}|{event.generation}|{digest}"))
+    """Derived from what the event is, so an identical republish is a JetStream duplicate."""
+    digest = hashlib.sha256(
+        b"|".join(
+            (event.ce_type().encode(), subject.encode(), str(event.generation).encode(), body)
+        )
+    ).hexdigest()
+    return digest[:32]
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,9 @@ def encode(
         "Nats-Msg-Id": ce_id,
     }
     if trace_headers:
-        headers.update({k: v for k, v in trace_headers.items() if k in ("traceparent", "tracestate")})
+        headers.update(
+            {k: v for k, v in trace_headers.items() if k in ("traceparent", "tracestate")}
+        )
     return headers, body
 
 
@@ -96,11 +101,14 @@ def event_class_for(ce_type: str) -> type[Event]:
     match = _CE_TYPE_RE.match(ce_type)
     if match is None:
         raise EnvelopeError("UnknownType", f"ce-type {ce_type!r} is not an Ingress Domain event")
-    known_majors = {c.version for c in EVENTS_BY_CE_TYPE.values() if c.event_type() == match["short"]}
+    known_majors = {
+        c.version for c in EVENTS_BY_CE_TYPE.values() if c.event_type() == match["short"]
+    }
     if known_majors:
         raise EnvelopeError(
             "UnsupportedVersion",
-            f"{match['short']} v{match['major']} is not understood here (knows v{sorted(known_majors)})",
+            f"{match['short']} v{match['major']} is not understood here "
+            f"(knows v{sorted(known_majors)})",
         )
     raise EnvelopeError("UnknownType", f"no event type {match['short']!r} in the catalogue")
 
@@ -121,11 +129,15 @@ def decode(headers: dict[str, str] | None, body: bytes, *, nats_subject: str) ->
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
         reason = "MalformedBody" if first["type"] == "json_invalid" else "SchemaViolation"
-        raise EnvelopeError(reason, f"{where}: {first['msg']} ({exc.error_count()} error(s))") from exc
+        raise EnvelopeError(
+            reason, f"{where}: {first['msg']} ({exc.error_count()} error(s))"
+        ) from exc
     try:
         sent_at = datetime.fromisoformat(headers["ce-time"].replace("Z", "+00:00"))
     except ValueError as exc:
-        raise EnvelopeError("MissingHeaders", f"ce-time {headers['ce-time']!r} is not RFC 3339") from exc
+        raise EnvelopeError(
+            "MissingHeaders", f"ce-time {headers['ce-time']!r} is not RFC 3339"
+        ) from exc
     known = {*REQUIRED_HEADERS, "ce-subject", "ce-dataschema", "traceparent", "tracestate"}
     return Envelope(
         event=event,

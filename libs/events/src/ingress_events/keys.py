@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 
 _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+_SIMPLE_RE = re.compile(r"^[A-Za-z0-9.-]+$")
 _TOKEN_RE = re.compile(r"^(?:[A-Za-z0-9_-]|=[0-9a-f]{2})+$")
 
 
@@ -28,6 +29,9 @@ class KeyEncodingError(ValueError):
 
 
 def encode_token(part: str) -> str:
+    if _SIMPLE_RE.match(part):
+        # The common case (hostnames, namespaces, IPv4 addresses): only dots need replacing.
+        return part.replace(".", "_")
     if not part:
         raise KeyEncodingError("an empty key part cannot become a subject token")
     out: list[str] = []

@@ -20,7 +20,9 @@ CONSUMED = Counter(
     ["consumer", "type", "outcome"],
 )
 DEAD_LETTERS = Counter(
-    "ingress_bus_dead_letters_total", "Messages sent to the dead-letter subject", ["consumer", "reason"]
+    "ingress_bus_dead_letters_total",
+    "Messages sent to the dead-letter subject",
+    ["consumer", "reason"],
 )
 HANDLE_SECONDS = Histogram(
     "ingress_bus_handle_seconds",

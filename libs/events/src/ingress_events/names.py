@@ -28,7 +28,9 @@ def _to_ascii_label(label: str, host: str) -> str:
         # IDNA 2003 via the stdlib codec; it maps case and rejects what cannot be encoded.
         return label.encode("idna").decode("ascii").lower()
     except UnicodeError as exc:
-        raise InvalidHostname(host, f"label {label!r} is not a valid internationalized name") from exc
+        raise InvalidHostname(
+            host, f"label {label!r} is not a valid internationalized name"
+        ) from exc
 
 
 def normalize_hostname(host: str, *, allow_wildcard: bool = True) -> str:
@@ -64,7 +66,9 @@ def normalize_hostname(host: str, *, allow_wildcard: bool = True) -> str:
             )
         out.append(ascii_label)
     if out[0] == "*" and len(out) < 3:
-        raise InvalidHostname(original, "a wildcard needs at least two labels below it ('*.example.com')")
+        raise InvalidHostname(
+            original, "a wildcard needs at least two labels below it ('*.example.com')"
+        )
     if len(out) < 2 and out[0] != "*":
         # Single-label names (localhost, intranet shortnames) cannot be published in DNS.
         raise InvalidHostname(original, "a fully qualified name needs at least two labels")
@@ -81,7 +85,7 @@ def is_wildcard(host: str) -> bool:
 
 
 def wildcard_covers(pattern: str, host: str) -> bool:
-    """True when ``pattern`` (canonical) matches ``host`` (canonical): a wildcard covers one label."""
+    """True when canonical ``pattern`` matches canonical ``host``; a wildcard covers one label."""
     if not is_wildcard(pattern):
         return pattern == host
     suffix = pattern[1:]  # ".example.com"

@@ -50,7 +50,7 @@ def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
 def _type_signature(schema: dict[str, Any], root: dict[str, Any]) -> Any:
     schema = _resolve(schema, root)
     if "anyOf" in schema:
-        return sorted((json.dumps(_type_signature(s, root), sort_keys=True) for s in schema["anyOf"]))
+        return sorted(json.dumps(_type_signature(s, root), sort_keys=True) for s in schema["anyOf"])
     if "enum" in schema or "const" in schema:
         # Consumers parse strictly, so adding a value breaks them as much as removing one does.
         return ("enum", sorted(map(str, schema.get("enum", [schema.get("const")]))))
@@ -63,7 +63,10 @@ def _type_signature(schema: dict[str, Any], root: dict[str, Any]) -> Any:
 
 
 def breaking_changes(
-    old: dict[str, Any], new: dict[str, Any], where: str = "", old_root: dict[str, Any] | None = None,
+    old: dict[str, Any],
+    new: dict[str, Any],
+    where: str = "",
+    old_root: dict[str, Any] | None = None,
     new_root: dict[str, Any] | None = None,
 ) -> list[str]:
     """Every way ``new`` would break a consumer or producer written against ``old``."""
@@ -95,8 +98,9 @@ def breaking_changes(
             problems.extend(breaking_changes(old_items, new_items, f"{path}[]", old_root, new_root))
     for name in sorted(new_required - old_required):
         path = f"{where}.{name}" if where else name
-        problems.append(f"{path}: new required field" if name not in old_props
-                        else f"{path}: became required")
+        problems.append(
+            f"{path}: new required field" if name not in old_props else f"{path}: became required"
+        )
     return problems
 
 

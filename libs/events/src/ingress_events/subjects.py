@@ -64,7 +64,9 @@ class Subjects:
         return f"{self.root}_dlq".upper().replace("-", "_")
 
     def dlq(self, consumer: str, original_subject: str) -> str:
-        tail = original_subject[len(self.root) + 1 :] if original_subject.startswith(
-            f"{self.root}."
-        ) else original_subject
+        tail = (
+            original_subject[len(self.root) + 1 :]
+            if original_subject.startswith(f"{self.root}.")
+            else original_subject
+        )
         return f"{self.root}.dlq.{consumer}.{tail}"

@@ -6,6 +6,7 @@ address is a canonical IP address and a hostname is already normalized (see name
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Annotated, Literal
 
@@ -14,7 +15,9 @@ from pydantic import AfterValidator, Field, StringConstraints
 from .names import InvalidHostname, normalize_hostname
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _canonical_ip(value: str) -> str:
+    # Cached: the same endpoint and VIP addresses are validated again and again.
     try:
         return str(ipaddress.ip_address(value))
     except ValueError as exc:
@@ -46,7 +49,8 @@ Weight = Annotated[int, Field(ge=0, le=1_000_000)]
 Generation = Annotated[int, Field(ge=1)]
 # Kubernetes object names: DNS-1123 subdomain (253) for most kinds; namespaces are labels.
 K8sName = Annotated[
-    str, StringConstraints(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    str,
+    StringConstraints(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"),
 ]
 Namespace = Annotated[
     str, StringConstraints(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -58,4 +62,3 @@ Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 # Machine-readable reasons, CamelCase like Kubernetes condition reasons.
 Reason = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Za-z0-9]{0,127}$")]
 Message = Annotated[str, StringConstraints(max_length=4096)]
-

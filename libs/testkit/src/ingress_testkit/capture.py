@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
-
 from ingress_events import schemas
 from ingress_events.bus import Bus
 from ingress_events.catalogue import Event
 from ingress_events.envelope import Envelope, decode
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,9 @@ class EventCapture:
         self._sub: Subscription | None = None
 
     async def start(self) -> EventCapture:
-        self._sub = await self._bus.nats.subscribe(f"{self._bus.subjects.prefix}.>", cb=self._on_msg)
+        self._sub = await self._bus.nats.subscribe(
+            f"{self._bus.subjects.prefix}.>", cb=self._on_msg
+        )
         await self._bus.nats.flush()
         return self
 
@@ -84,7 +85,7 @@ class EventCapture:
     async def wait_for(
         self, predicate: Callable[[Captured], bool], *, timeout: float = 10.0, count: int = 1
     ) -> list[Captured]:
-        """Wait until ``count`` captured events satisfy ``predicate``; fail on contract violations."""
+        """Wait for ``count`` events satisfying ``predicate``; fail on contract violations."""
 
         def matched() -> list[Captured]:
             if self.violations:

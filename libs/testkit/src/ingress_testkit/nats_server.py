@@ -27,7 +27,11 @@ def free_port() -> int:
 
 
 def find_nats_server() -> str | None:
-    candidates = [os.environ.get("NATS_SERVER_BIN"), shutil.which("nats-server"), "/usr/sbin/nats-server"]
+    candidates = [
+        os.environ.get("NATS_SERVER_BIN"),
+        shutil.which("nats-server"),
+        "/usr/sbin/nats-server",
+    ]
     return next((c for c in candidates if c and Path(c).is_file()), None)
 
 
@@ -56,12 +60,26 @@ class NatsServer:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 10.0) -> NatsServer:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.store_dir / "nats-server.log"
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [self.binary, "-js", "-sd", str(self.store_dir), "-a", "127.0.0.1",
-             "-p", str(self.port), "--http_port", "0", "-l", str(self.log_path)],
-            stdout=log, stderr=subprocess.STDOUT,
+            [
+                self.binary,
+                "-js",
+                "-sd",
+                str(self.store_dir),
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "--http_port",
+                "0",
+                "-l",
+                str(self.log_path),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         _wait_for_port(self.port, time.monotonic() + timeout, self.proc)
         return self

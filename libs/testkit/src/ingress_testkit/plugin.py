@@ -7,7 +7,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-
 from ingress_events.bus import Bus, BusSettings, StreamSettings
 from ingress_events.subjects import Subjects
 
@@ -20,7 +19,9 @@ def nats_server() -> Iterator[NatsServer]:
     """A local nats-server process the test may stop and restart (keeping its store)."""
     binary = find_nats_server()
     if binary is None:
-        raise RuntimeError("nats-server is not installed: run scripts/setup (apt-get install nats-server)")
+        raise RuntimeError(
+            "nats-server is not installed: run scripts/setup (apt-get install nats-server)"
+        )
     server = NatsServer(binary).start()
     try:
         yield server

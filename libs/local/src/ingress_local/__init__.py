@@ -1,0 +1,1 @@
+"""Ingress Domain on one machine: the embedded local default."""

@@ -1,0 +1,21 @@
+"""What every Ingress Domain service shares: settings, logs, metrics, health, tracing, lifecycle."""
+
+from .admin import AdminServer, Readiness
+from .cli import service_main
+from .logging import setup_logging
+from .service import App, ServiceContext, run_service, serve
+from .settings import ServiceSettings
+from .tracing import setup_tracing
+
+__all__ = [
+    "AdminServer",
+    "App",
+    "Readiness",
+    "ServiceContext",
+    "ServiceSettings",
+    "run_service",
+    "serve",
+    "service_main",
+    "setup_logging",
+    "setup_tracing",
+]

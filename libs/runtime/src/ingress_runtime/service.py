@@ -1,0 +1,95 @@
+"""The lifecycle every service shares.
+
+``run_service`` sets up logs, tracing, the admin port and the bus (streams declared), starts the
+service's app, waits for SIGTERM or SIGINT, then stops the app (its consumers finish the messages
+they hold and ack them), drains the NATS connection and exits: nothing in flight is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+import structlog
+from ingress_events.bus import Bus
+
+from .admin import AdminServer, Readiness
+from .logging import setup_logging
+from .settings import ServiceSettings
+from .tracing import setup_tracing
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+@dataclass
+class ServiceContext(Generic[S]):
+    name: str
+    settings: S
+    bus: Bus
+    readiness: Readiness
+    log: structlog.stdlib.BoundLogger
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class App(Protocol):
+    """What a service's ``app.py`` builds: started once, stopped once. ``start`` returns once the
+    app is running (consumers bound, state replayed); ``stop`` returns once in-flight work is done.
+    """
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+async def serve(
+    name: str, settings: S, factory: Callable[[ServiceContext[S]], App], stop: asyncio.Event
+) -> int:
+    """Run one service until ``stop`` is set (by SIGTERM / SIGINT under :func:`run_service`)."""
+    log = setup_logging(name, settings.log_level, settings.log_format)
+    provider = setup_tracing(name, settings.instance, settings.otlp_endpoint)
+    readiness = Readiness()
+    readiness.require("started")
+    admin = await AdminServer(readiness, settings.admin_host, settings.admin_port).start()
+    log.info("starting", admin_port=admin.port, nats=settings.nats_url, cluster=settings.cluster)
+    bus = await Bus.connect(settings.bus_settings(name))
+    readiness.probe("nats-connected", lambda: bus.connected)
+    await bus.ensure_streams()
+    ctx = ServiceContext(
+        name=name, settings=settings, bus=bus, readiness=readiness, log=log, stopping=stop
+    )
+    app = factory(ctx)
+    try:
+        await app.start()
+        readiness.set("started")
+        log.info("ready" if readiness.ready else "started", unmet=readiness.unmet())
+        await stop.wait()
+        log.info("stopping")
+        readiness.set("started", False)
+        try:
+            await asyncio.wait_for(app.stop(), timeout=settings.shutdown_grace_seconds)
+        except TimeoutError:
+            log.error(
+                "app did not stop within the grace period",
+                grace_seconds=settings.shutdown_grace_seconds,
+            )
+            return 1
+    finally:
+        await bus.close()
+        await admin.stop()
+        provider.shutdown()
+    log.info("stopped")
+    return 0
+
+
+def run_service(name: str, settings: S, factory: Callable[[ServiceContext[S]], App]) -> int:
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        return await serve(name, settings, factory, stop)
+
+    return asyncio.run(main())
