@@ -256,7 +256,15 @@ async def test_stop_finishes_messages_in_flight(bus: Bus) -> None:
     await started.wait()
     await consumer.stop()
     assert len(done) == 50  # the whole fetched batch was handled and acked
-    info = await bus.nats.jetstream().consumer_info(bus.subjects.stream(c.Family.DOMAIN), "slow")
+    js = bus.nats.jetstream()
+    stream = bus.subjects.stream(c.Family.DOMAIN)
+    # The server applies acks asynchronously; an ack that was never sent would stay pending for
+    # the whole ack_wait (30 s), so a short bounded wait still fails on a lost ack.
+    for _ in range(100):
+        info = await js.consumer_info(stream, "slow")
+        if info.num_ack_pending == 0:
+            break
+        await asyncio.sleep(0.02)
     assert info.num_ack_pending == 0 and info.num_pending == 0
 
 

@@ -473,6 +473,10 @@ class Consumer:
         self._stopping.set()
         if self._task is not None:
             await self._task
+        # Acks are buffered writes: flush so that every ack of the finished batch is on the wire
+        # before the caller drains or exits.
+        with contextlib.suppress(Exception):
+            await self._bus.nats.flush(timeout=5)
         with contextlib.suppress(Exception):
             await self._psub.unsubscribe()
 
