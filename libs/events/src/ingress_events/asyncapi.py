@@ -193,7 +193,10 @@ def render_catalogue() -> str:
 
 
 def outputs() -> dict[Path, str]:
+    from .permissions import render_authorization
+
     return {
         DOCS_DIR / "asyncapi.yaml": render_asyncapi(),
         DOCS_DIR / "catalogue.md": render_catalogue(),
+        DOCS_DIR.parents[1] / "deploy" / "nats" / "authorization.conf": render_authorization(),
     }

@@ -54,6 +54,9 @@ class NatsServer:
     store_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="nats-js-")))
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    config: Path | None = None
+    """An extra nats-server configuration file (e.g. authorization), passed with ``-c``."""
+    env: dict[str, str] | None = None
 
     @property
     def url(self) -> str:
@@ -63,9 +66,11 @@ class NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.store_dir / "nats-server.log"
         log = self.log_path.open("ab")
+        extra = ["-c", str(self.config)] if self.config else []
         self.proc = subprocess.Popen(
             [
                 self.binary,
+                *extra,
                 "-js",
                 "-sd",
                 str(self.store_dir),
@@ -73,13 +78,12 @@ class NatsServer:
                 "127.0.0.1",
                 "-p",
                 str(self.port),
-                "--http_port",
-                "0",
                 "-l",
                 str(self.log_path),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **(self.env or {})},
         )
         _wait_for_port(self.port, time.monotonic() + timeout, self.proc)
         return self
