@@ -21,6 +21,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import REGISTRY
 
 pytestmark = pytest.mark.integration
 
@@ -223,6 +224,11 @@ async def test_invalid_messages_are_dead_lettered_and_the_consumer_goes_on(bus: 
     letters = await _dead_letters(bus, 4)
     reasons = sorted(m.headers["dlq-reason"] for m in letters)  # type: ignore[attr-defined]
     assert reasons == ["MalformedBody", "MissingHeaders", "SubjectMismatch", "UnsupportedVersion"]
+    for reason in reasons:
+        counted = REGISTRY.get_sample_value(
+            "ingress_bus_dead_letters_total", {"consumer": "watcher", "reason": reason}
+        )
+        assert counted == 1.0, reason
     await wait_until(lambda: len(seen) == 1)
     assert seen[0].nats_subject == subject
     await consumer.stop()  # type: ignore[attr-defined]
