@@ -485,7 +485,9 @@ class Consumer:
         while not self._stopping.is_set():
             try:
                 msgs = await self._psub.fetch(spec.batch, timeout=spec.fetch_timeout_seconds)
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, TimeoutError):
+                # An empty fetch: nats-py raises its own TimeoutError for one message and the
+                # built-in one for a batch. Nothing is wrong; the consumer has caught up.
                 self.idle.set()
                 continue
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):

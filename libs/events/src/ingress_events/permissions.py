@@ -18,8 +18,6 @@ SERVICES = ("ingress-watcher", "ipam", "l4-programmer", "l7-config", "dns-writer
 # What a JetStream client needs besides its own subjects: the JetStream API (stream and consumer
 # management, pull requests), acks, and request/reply inboxes.
 _JETSTREAM_CLIENT = ("$JS.API.>", "$JS.ACK.>", "_INBOX.>")
-# The KV bucket of VIP allocations is ipam's alone.
-_KV_WRITERS = {"ipam": ("$KV.ipam-allocations.>",)}
 
 
 @dataclass(frozen=True)
@@ -38,9 +36,11 @@ def permissions_for(service: str, subjects: Subjects | None = None) -> Permissio
     publish = [subjects.family_wildcard(f) for f in produced_families(service)]
     publish.append(f"{subjects.prefix}.{Family.ADMISSION.value}.{service}.>")
     publish.append(subjects.dlq_wildcard)
-    publish.extend(_KV_WRITERS.get(service, ()))
+    # The KV bucket of VIP allocations (``<root>-ipam``) is ipam's alone.
+    kv = (f"$KV.{subjects.root}-ipam.>",) if service == "ipam" else ()
+    publish.extend(kv)
     publish.extend(_JETSTREAM_CLIENT)
-    subscribe = [f"{subjects.prefix}.>", "_INBOX.>", *_KV_WRITERS.get(service, ())]
+    subscribe = [f"{subjects.prefix}.>", "_INBOX.>", *kv]
     return Permissions(user=service, publish=tuple(publish), subscribe=tuple(subscribe))
 
 

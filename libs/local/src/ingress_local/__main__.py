@@ -31,7 +31,7 @@ class ServiceEntry:
 
     @property
     def command(self) -> str:
-        return f"ingress-{self.name}"
+        return self.name if self.name.startswith("ingress-") else f"ingress-{self.name}"
 
     @property
     def env_prefix(self) -> str:
