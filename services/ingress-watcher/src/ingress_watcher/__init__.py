@@ -1,0 +1,1 @@
+"""ingress-watcher: Kubernetes (or a manifest directory) in, level-triggered desired state out."""

@@ -1,0 +1,1 @@
+"""Pure code: Kubernetes objects in, catalogue events and plans out. No I/O, no clock."""

@@ -1,0 +1,147 @@
+"""Plain views of Kubernetes objects, as the API serves them (JSON dicts), and their identity.
+
+The watcher keeps objects as the dicts the API (or a YAML manifest) gave it: typed client models
+cost time and memory at 10,000 Ingresses and would hide fields we must validate ourselves.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+Obj = Mapping[str, Any]
+ObjKey = tuple[str, str]
+"""(namespace, name); namespace is ``-`` for cluster-scoped kinds."""
+Objects = Mapping[str, Mapping[ObjKey, Obj]]
+"""kind -> (namespace, name) -> object."""
+
+CLUSTER = "-"
+SUMMARY = "ingressDomainSummary"
+"""Where a Secret's hash replaces its data: the material never enters the watcher's state."""
+
+KINDS = (
+    "Ingress",
+    "IngressClass",
+    "Service",
+    "EndpointSlice",
+    "Secret",
+    "Zone",
+    "Domain",
+    "PathClaim",
+    "VipPool",
+    "BgpPeer",
+)
+CLUSTER_SCOPED = frozenset({"IngressClass", "Zone", "VipPool", "BgpPeer"})
+# A creationTimestamp that sorts after every real one: an object without one is the youngest.
+_NO_TIMESTAMP = "9999-12-31T23:59:59Z"
+
+
+def meta(obj: Obj) -> Mapping[str, Any]:
+    value = obj.get("metadata")
+    return value if isinstance(value, Mapping) else {}
+
+
+def spec(obj: Obj) -> Mapping[str, Any]:
+    value = obj.get("spec")
+    return value if isinstance(value, Mapping) else {}
+
+
+def name_of(obj: Obj) -> str:
+    return str(meta(obj).get("name") or "")
+
+
+def namespace_of(obj: Obj) -> str:
+    return str(meta(obj).get("namespace") or CLUSTER)
+
+
+def key_of(obj: Obj, kind: str) -> ObjKey:
+    if kind in CLUSTER_SCOPED:
+        return (CLUSTER, name_of(obj))
+    return (str(meta(obj).get("namespace") or "default"), name_of(obj))
+
+
+def annotations_of(obj: Obj) -> dict[str, str]:
+    raw = meta(obj).get("annotations")
+    return dict(raw) if isinstance(raw, Mapping) else {}
+
+
+def labels_of(obj: Obj) -> Mapping[str, Any]:
+    raw = meta(obj).get("labels")
+    return raw if isinstance(raw, Mapping) else {}
+
+
+@dataclass(frozen=True, order=True)
+class Age:
+    """Orders claims: the oldest creationTimestamp wins, then namespace/name."""
+
+    created: str
+    namespace: str
+    name: str
+
+    @classmethod
+    def of(cls, obj: Obj) -> Age:
+        created = meta(obj).get("creationTimestamp")
+        return cls(str(created) if created else _NO_TIMESTAMP, namespace_of(obj), name_of(obj))
+
+
+def object_generation(obj: Obj) -> int:
+    value = meta(obj).get("generation")
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+def summarize_secret(obj: Obj) -> dict[str, Any]:
+    """A Secret without its data: metadata, type, and the sha256 of tls.crt + tls.key (or why
+    there is none). Sources call this before the object enters the watcher's state."""
+    data = obj.get("data") if isinstance(obj.get("data"), Mapping) else {}
+    string_data = obj.get("stringData") if isinstance(obj.get("stringData"), Mapping) else {}
+    assert isinstance(data, Mapping) and isinstance(string_data, Mapping)
+    material: list[bytes] = []
+    problem: str | None = None
+    for item in ("tls.crt", "tls.key"):
+        if isinstance(string_data.get(item), str):
+            material.append(string_data[item].encode())
+        elif isinstance(data.get(item), str):
+            try:
+                material.append(base64.b64decode(data[item], validate=True))
+            except (binascii.Error, ValueError):
+                problem = f"{item} is not valid base64"
+        else:
+            problem = f"the Secret has no {item}"
+    secret_type = str(obj.get("type") or "Opaque")
+    if problem is None and secret_type != "kubernetes.io/tls":
+        problem = f"the Secret is of type {secret_type}, not kubernetes.io/tls"
+    if problem is None and not all(material):
+        problem = "tls.crt or tls.key is empty"
+    key_hashes: dict[str, str] = {}
+    for item, value in data.items():
+        with contextlib.suppress(binascii.Error, ValueError, TypeError):
+            key_hashes[str(item)] = hashlib.sha256(
+                base64.b64decode(value, validate=True)
+            ).hexdigest()
+    for item, value in string_data.items():
+        if isinstance(value, str):
+            key_hashes[str(item)] = hashlib.sha256(value.encode()).hexdigest()
+    summary: dict[str, Any] = {
+        "type": secret_type,
+        "problem": problem,
+        "hash": None,
+        # Per-key hashes (a BGP password's, for one) let consumers notice a rotation.
+        "keyHashes": key_hashes,
+    }
+    if problem is None:
+        summary["hash"] = hashlib.sha256(b"".join(material)).hexdigest()
+    keep = {k: v for k, v in meta(obj).items() if k not in ("managedFields",)}
+    annotations = keep.get("annotations")
+    if isinstance(annotations, Mapping):
+        # kubectl's last-applied annotation is a full copy of the Secret, data included.
+        keep["annotations"] = {
+            k: v
+            for k, v in annotations.items()
+            if k != "kubectl.kubernetes.io/last-applied-configuration"
+        }
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": keep, SUMMARY: summary}

@@ -1,0 +1,110 @@
+"""(desired, published) -> the events to publish.
+
+Level-triggered: a key whose desired state equals what was last published gets nothing (a
+converged reconcile publishes zero events); a changed key gets its full state with the next
+generation; a key that was published and is no longer desired gets its tombstone, unless the
+caller protects it (see :func:`suspicious_emptiness`). Admission results have no tombstone in
+catalogue v1, so they are never deleted here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ingress_events import catalogue as c
+from ingress_events.catalogue import TOMBSTONES, Family
+
+from .normalize import StateKey
+
+_TOMBSTONE_OF: dict[Family, type[c.Event]] = {
+    Family.DOMAIN: c.DomainDeleted,
+    Family.BACKEND: c.BackendDeleted,
+    Family.LBSERVICE: c.LoadBalancerServiceDeleted,
+    Family.POOL: c.PoolDeleted,
+    Family.PEER: c.PeerDeleted,
+}
+
+
+def tombstone(key: StateKey, generation: int) -> c.Event | None:
+    family, parts = key
+    cls = _TOMBSTONE_OF.get(family)
+    if cls is None:
+        return None
+    if family is Family.BACKEND:
+        return c.BackendDeleted(
+            generation=generation, namespace=parts[0], service=parts[1], port=int(parts[2])
+        )
+    if family is Family.LBSERVICE:
+        return c.LoadBalancerServiceDeleted(
+            generation=generation, namespace=parts[0], service=parts[1]
+        )
+    field_name = {Family.DOMAIN: "host", Family.POOL: "pool", Family.PEER: "peer"}[family]
+    return cls.model_validate({"generation": generation, field_name: parts[0]})
+
+
+def same_state(a: c.Event, b: c.Event) -> bool:
+    if type(a) is not type(b):
+        return False
+    left = {k: v for k, v in a.__dict__.items() if k != "generation"}
+    right = {k: v for k, v in b.__dict__.items() if k != "generation"}
+    return left == right
+
+
+def is_live(event: c.Event) -> bool:
+    return type(event) not in TOMBSTONES
+
+
+@dataclass
+class Plan:
+    publish: list[c.Event] = field(default_factory=list)
+    held_deletes: list[StateKey] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.publish
+
+
+def plan(
+    desired: Mapping[StateKey, c.Event],
+    published: Mapping[StateKey, c.Event],
+    now_us: int,
+    protect: frozenset[StateKey] = frozenset(),
+) -> Plan:
+    """``published`` holds the last event of every key (tombstones included, for generations)."""
+    out = Plan()
+    for key, want in desired.items():
+        last = published.get(key)
+        if last is not None and same_state(last, want):
+            continue
+        generation = max((last.generation if last else 0) + 1, now_us)
+        out.publish.append(want.model_copy(update={"generation": generation}))
+    for key, last in published.items():
+        if key in desired or not is_live(last):
+            continue
+        if key in protect:
+            out.held_deletes.append(key)
+            continue
+        gone = tombstone(key, max(last.generation + 1, now_us))
+        if gone is not None:
+            out.publish.append(gone)
+    return out
+
+
+def suspicious_emptiness(
+    desired: Mapping[StateKey, c.Event], published: Mapping[StateKey, c.Event]
+) -> frozenset[StateKey]:
+    """The keys to protect when a whole family went from something to nothing at once.
+
+    That is what a fresh bus, a wrong manifest directory or a bad relist looks like, and deleting
+    on it would withdraw every VIP and DNS name. A real mass removal goes through once the family
+    is non-empty again, or key by key from watch DELETED events, which callers never protect.
+    """
+    protect: set[StateKey] = set()
+    for family in _TOMBSTONE_OF:
+        if any(k[0] is family for k in desired):
+            continue
+        live = [k for k, e in published.items() if k[0] is family and is_live(e)]
+        if len(live) > 1:
+            protect.update(live)
+    return frozenset(protect)
