@@ -1,0 +1,1 @@
+"""Side effects: the allocation store (JetStream KV) and its in-memory twin."""

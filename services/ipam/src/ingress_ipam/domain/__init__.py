@@ -1,0 +1,1 @@
+"""Pure planning code: pools, requests and the allocator. No I/O, no clock, no asyncio."""
