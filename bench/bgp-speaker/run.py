@@ -1,0 +1,173 @@
+"""bgp-speaker benchmarks against real BIRDs in network namespaces and a real nats-server.
+
+1. event -> route at the ToR: publish l4.programmed for a fresh VIP and time until the ToR's
+   kernel table holds the /32 (p50 / p99 over N VIPs);
+2. withdrawal after a failure is detected: publish l4.not-ready and time until the ToR's kernel
+   route is gone;
+3. 10,000 VIPs rendered and applied: render + check + configure + read back + confirm on the
+   node's BIRD, then until the ToR's kernel table holds all of them.
+
+Run as root: ``.venv/bin/python bench/bgp-speaker/run.py [--samples 100]``. Writes report.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1] / "services" / "bgp-speaker" / "tests"))
+
+from birdlab import NODE_ASN, BirdLab  # noqa: E402
+from helpers import context, not_ready, peer, pool, programmed, vip  # noqa: E402
+from ingress_bgp_speaker.adapters.applier import Applier  # noqa: E402
+from ingress_bgp_speaker.adapters.bird import BirdSocket  # noqa: E402
+from ingress_bgp_speaker.adapters.files import ConfigFile, MemorySecrets  # noqa: E402
+from ingress_bgp_speaker.app import BgpSpeakerApp  # noqa: E402
+from ingress_bgp_speaker.domain.model import BirdDesired, PeerConfig, PoolConfig  # noqa: E402
+from ingress_bgp_speaker.domain.plan import BirdTarget  # noqa: E402
+from ingress_bgp_speaker.domain.render import host_prefix, peer_protocol_name, render  # noqa: E402
+from ingress_events.bus import Bus, BusSettings  # noqa: E402
+from ingress_testkit import NatsServer, find_nats_server  # noqa: E402
+
+
+async def _until(check, timeout: float = 10.0, interval: float = 0.002) -> float:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    while not check():
+        if time.perf_counter() - start > timeout:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(interval)
+    return time.perf_counter()
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def latency(lab: BirdLab, samples: int) -> tuple[list[float], list[float]]:
+    server = NatsServer(find_nats_server() or "nats-server").start()
+    node = lab.nodes[0]
+    try:
+        bus = await Bus.connect(BusSettings(servers=[server.url]))
+        await bus.ensure_streams()
+        app = BgpSpeakerApp(
+            context(
+                bus,
+                node=node.name,
+                bird_socket=node.socket,
+                bird_config=node.config,
+                router_id=node.address,
+                hold_down_seconds=0.0,
+                session_poll_seconds=1.0,
+            ),
+            secrets=MemorySecrets(),
+        )
+        await bus.publish(pool(cidrs=("10.100.0.0/16",)))
+        await bus.publish(peer("tor", node.tor_address, hold_time_seconds=6, keepalive_seconds=2))
+        await app.start()
+        await _until(lambda: (s := app.session_status("tor")) is not None and s.established, 20)
+        announce: list[float] = []
+        withdraw: list[float] = []
+        for i in range(samples):
+            address = str(ipaddress.ip_address("10.100.1.0") + i)
+            await bus.publish(vip(f"bench-{i}.example.com", address))
+            await asyncio.sleep(0.05)  # the VIP is known before the node is ready, as in life
+            sent = time.perf_counter()
+            await bus.publish(programmed(node.name, address))
+            seen = await _until(lambda a=address: lab.tor_kernel_route(f"{a}/32") != [])
+            announce.append(seen - sent)
+            sent = time.perf_counter()
+            await bus.publish(not_ready(node.name, address))
+            gone = await _until(lambda a=address: lab.tor_kernel_route(f"{a}/32") == [])
+            withdraw.append(gone - sent)
+        await app.stop()
+        await bus.close()
+    finally:
+        server.cleanup()
+    return announce, withdraw
+
+
+async def bulk(lab: BirdLab, count: int) -> tuple[float, float, float]:
+    node = lab.nodes[0]
+    applier = Applier(BirdSocket(node.socket, timeout=60), ConfigFile(node.config), 60)
+    peer_cfg = PeerConfig(
+        "tor", node.tor_address, 64500, NODE_ASN, None, 6, 2, True, False, None, 1
+    )
+    base = ipaddress.ip_address("10.200.0.0")
+    routes = frozenset(str(base + i) for i in range(count))
+    started = time.perf_counter()
+    desired = BirdDesired(
+        node.name,
+        node.address,
+        (peer_cfg,),
+        (PoolConfig("bulk", (ipaddress.ip_network("10.200.0.0/16"),)),),
+        routes,
+    )
+    text = render(desired)
+    rendered = time.perf_counter()
+    target = BirdTarget(
+        text, frozenset(host_prefix(r) for r in routes), frozenset({peer_protocol_name("tor")})
+    )
+    result = await applier.apply(target)
+    applied = time.perf_counter()
+    assert result.outcome == "applied", result.message
+    await _until(lambda: len(lab.tor_kernel_routes()) >= count, timeout=60, interval=0.1)
+    at_tor = time.perf_counter()
+    return rendered - started, applied - started, at_tor - started
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--samples", type=int, default=100)
+    parser.add_argument("--vips", type=int, default=10_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bgp-speaker-bench-") as tmp:
+        lab = BirdLab(Path(tmp) / "lat", ["bench-a"]).start()
+        try:
+            announce, withdraw = await latency(lab, args.samples)
+        finally:
+            lab.close()
+        lab = BirdLab(Path(tmp) / "bulk", ["bench-b"]).start()
+        try:
+            await _until(lambda: True)
+            await asyncio.sleep(3)  # the session comes up while nothing is announced
+            render_s, apply_s, tor_s = await bulk(lab, args.vips)
+        finally:
+            lab.close()
+    ms = 1000.0
+    n = args.samples
+    lines = [
+        "# bgp-speaker benchmark",
+        "",
+        f"Machine: 2 cores, BIRD 2.0.12, nats-server 2.9; `{' '.join(sys.argv)}`.",
+        "",
+        "| measure | value | target |",
+        "|---|---|---|",
+        f"| l4.programmed -> /32 in the ToR kernel, p50 ({n} VIPs) "
+        f"| {statistics.median(announce) * ms:.1f} ms | |",
+        f"| l4.programmed -> /32 in the ToR kernel, p99 "
+        f"| {_pct(announce, 0.99) * ms:.1f} ms | <= 200 ms |",
+        f"| l4.not-ready -> route gone at the ToR, p50 "
+        f"| {statistics.median(withdraw) * ms:.1f} ms | |",
+        f"| l4.not-ready -> route gone at the ToR, p99 "
+        f"| {_pct(withdraw, 0.99) * ms:.1f} ms | <= 1 s |",
+        f"| {args.vips} VIPs rendered | {render_s * ms:.0f} ms | |",
+        f"| {args.vips} VIPs rendered + checked + configured + read back + confirmed "
+        f"| {apply_s:.2f} s | <= 5 s |",
+        f"| {args.vips} VIPs in the ToR kernel (from the start of rendering) | {tor_s:.2f} s | |",
+        "",
+    ]
+    report = "\n".join(lines)
+    print(report)
+    (HERE / "report.md").write_text(report)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

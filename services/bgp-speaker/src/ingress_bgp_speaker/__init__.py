@@ -1,0 +1,1 @@
+"""bgp-speaker: announces the VIPs this node is ready to serve, through BIRD 2, to the ToR."""

@@ -1,0 +1,1 @@
+"""Side effects: BIRD's control socket, the config file, the mounted Secrets."""

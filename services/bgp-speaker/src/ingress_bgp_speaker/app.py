@@ -1,0 +1,566 @@
+"""Wiring: bus consumers -> state -> domain planning -> BIRD -> route and admission events.
+
+Every event only updates the in-memory state and wakes the reconcile loop; the loop plans from
+the whole state, so a burst of events is one BIRD reconfiguration and a replay is harmless.
+The loop also wakes on a timer (hold-down ends, session polling, Secret rotation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ingress_events import catalogue as c
+from ingress_events.bus import Consumer, ConsumerSpec
+from ingress_events.envelope import Envelope
+from ingress_events.generation import GenerationClock
+from ingress_events.state import LatestByKey
+from ingress_runtime import ServiceContext
+
+from . import metrics
+from .adapters.applier import Applier, ApplyResult
+from .adapters.bird import BirdControl, BirdSocket, BirdUnavailable, ProtocolStatus
+from .adapters.files import ConfigFile, ConfigStore, SecretReader, SecretsDirectory
+from .domain import announce as a
+from .domain.model import BirdDesired, PeerConfig, PoolConfig
+from .domain.plan import BirdTarget
+from .domain.render import host_prefix, peer_protocol_name, render
+from .domain.validate import Secret, peer_applies_to, validate_peer, validate_pool
+from .settings import BgpSpeakerSettings
+
+COMPONENT = "bgp-speaker"
+
+
+@dataclass(frozen=True)
+class SessionStatus:
+    peer: str
+    established: bool
+    state: str
+    message: str
+
+
+@dataclass(frozen=True)
+class _Emitted:
+    announced: bool
+    detail: tuple[str, ...]
+    """Peers when announced, the reason when withdrawn."""
+    generation: int
+
+
+class BgpSpeakerApp:
+    def __init__(
+        self,
+        ctx: ServiceContext[BgpSpeakerSettings],
+        *,
+        bird: BirdControl | None = None,
+        store: ConfigStore | None = None,
+        secrets: SecretReader | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        s = ctx.settings
+        self._ctx = ctx
+        self._s = s
+        self._node = s.node
+        self._log = ctx.log.bind(node=s.node)
+        self._applier = Applier(
+            bird or BirdSocket(s.bird_socket),
+            store or ConfigFile(s.bird_config),
+            s.confirm_timeout_seconds,
+        )
+        self._secrets = secrets or SecretsDirectory(s.secrets_dir)
+        self._clock = clock
+        self._gen = GenerationClock()
+        self._latest: LatestByKey[c.Event] = LatestByKey()
+        self._vips: dict[tuple[str, ...], c.VipAssigned | c.VipReleased] = {}
+        self._l4: dict[str, c.L4Programmed | c.L4NotReady | c.L4Removed] = {}
+        self._pool_events: dict[str, c.PoolDesired | c.PoolDeleted] = {}
+        self._peer_events: dict[str, c.PeerDesired | c.PeerDeleted] = {}
+        self._good_pools: dict[str, PoolConfig] = {}
+        self._retired_pools: dict[str, PoolConfig] = {}
+        self._good_peers: dict[str, PeerConfig] = {}
+        self._applied_peers: dict[str, PeerConfig] = {}
+        self._bird_refused: dict[str, tuple[int, str]] = {}
+        self._verdicts: dict[tuple[str, str], tuple[int, str]] = {}
+        self._admission_gen: dict[tuple[str, str], int] = {}
+        self._route_state: dict[str, a.RouteState] = {}
+        self._emitted: dict[str, _Emitted] = {}
+        self._sessions: dict[str, SessionStatus] = {}
+        self._wake_at: float | None = None
+        self._bird_ok: bool | None = None
+        self._dirty = asyncio.Event()
+        self._consumers: list[Consumer] = []
+        self._loop: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.last_apply: ApplyResult | None = None
+        self.reconciled = asyncio.Condition()
+        self.reconciles = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _durable(self, what: str) -> str:
+        return f"bgp-speaker-{self._node.replace('.', '_')}-{what}"
+
+    async def start(self) -> None:
+        readiness = self._ctx.readiness
+        readiness.require("replayed")
+        readiness.require("bird")
+        await self._seed_emitted()
+        specs = [
+            (ConsumerSpec(self._durable("vip"), c.Family.VIP, fetch_timeout_seconds=0.2)),
+            (
+                ConsumerSpec(
+                    self._durable("l4"),
+                    c.Family.L4,
+                    key_prefix=(self._node,),
+                    fetch_timeout_seconds=0.2,
+                )
+            ),
+            (ConsumerSpec(self._durable("pool"), c.Family.POOL, fetch_timeout_seconds=0.2)),
+            (ConsumerSpec(self._durable("peer"), c.Family.PEER, fetch_timeout_seconds=0.2)),
+        ]
+        # A durable consumer does not redeliver what a previous run acked, so the current state
+        # comes from the streams themselves first; the consumers then bring what changes (and
+        # LatestByKey drops what both deliver).
+        for spec in specs:
+            for envelope in (await self._ctx.bus.replay(spec.family, spec.key_prefix)).values():
+                await self._handle(envelope)
+        for spec in specs:
+            self._consumers.append(await self._ctx.bus.consume(spec, self._handle))
+        # No plan before every family is caught up: a partial state would render a config
+        # without some peers or VIPs, i.e. withdraw routes nobody asked to withdraw.
+        await asyncio.gather(*(consumer.idle.wait() for consumer in self._consumers))
+        readiness.set("replayed")
+        self._loop = asyncio.create_task(self._run(), name="bgp-speaker:reconcile")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for consumer in self._consumers:
+            await consumer.stop()
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+        if self._s.on_shutdown == "withdraw":
+            await self._withdraw_all()
+
+    async def _seed_emitted(self) -> None:
+        """Learn what this node last said about each route and each object it checked, so a
+        restart re-emits nothing that did not change and continues the generations."""
+        state = await self._ctx.bus.replay(c.Family.ROUTE, (self._node,))
+        for envelope in state.values():
+            event = envelope.event
+            if isinstance(event, c.RouteAnnounced):
+                self._emitted[event.vip] = _Emitted(True, tuple(event.peers), event.generation)
+                # BIRD still announces it (or the first reconcile withdraws it with a reason).
+                self._route_state[event.vip] = a.RouteState(True)
+            elif isinstance(event, c.RouteWithdrawn):
+                self._emitted[event.vip] = _Emitted(False, (event.reason,), event.generation)
+        admissions = await self._ctx.bus.replay(c.Family.ADMISSION, (COMPONENT,))
+        for envelope in admissions.values():
+            verdict = envelope.event
+            if isinstance(verdict, c.AdmissionAccepted | c.AdmissionRejected):
+                slot = (verdict.object.kind, verdict.object.name)
+                said = (
+                    "ok"
+                    if isinstance(verdict, c.AdmissionAccepted)
+                    else "|".join(p.reason for p in verdict.problems)
+                )
+                self._verdicts[slot] = (verdict.observed_generation, said)
+                self._admission_gen[slot] = verdict.generation
+
+    # ------------------------------------------------------------------ events in
+
+    async def _handle(self, envelope: Envelope[c.Event]) -> None:
+        if not self._latest.offer(envelope):
+            return
+        event = envelope.event
+        if isinstance(event, c.VipAssigned | c.VipReleased):
+            self._vips[event.key()] = event
+        elif isinstance(event, c.L4Programmed | c.L4NotReady | c.L4Removed):
+            if event.node == self._node:
+                self._l4[event.vip] = event
+        elif isinstance(event, c.PoolDesired | c.PoolDeleted):
+            self._pool_events[event.pool] = event
+        elif isinstance(event, c.PeerDesired | c.PeerDeleted):
+            self._peer_events[event.peer] = event
+        else:
+            return
+        self._dirty.set()
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self._log.exception("reconcile failed; retrying")
+            timeout = self._s.session_poll_seconds
+            if self._wake_at is not None:
+                timeout = max(0.0, min(timeout, self._wake_at - self._clock()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), timeout=timeout)
+            self._dirty.clear()
+
+    async def reconcile(self) -> ApplyResult | None:
+        """One level-triggered pass: plan from the whole state, apply, verify, report."""
+        now = self._clock()
+        problems_out: list[c.Event] = []
+        peers = self._plan_peers(problems_out)
+        pools = self._plan_pools(problems_out)
+        assigned = {
+            address
+            for event in self._vips.values()
+            if isinstance(event, c.VipAssigned)
+            for address in event.addresses
+        }
+        readiness = a.vip_readiness(assigned, self._l4, pools)
+        plan = a.plan_announcements(readiness, self._route_state, now, self._s.hold_down_seconds)
+        self._wake_at = plan.wake_at
+        result = await self._apply(peers, pools, plan.announced, problems_out)
+        if problems_out:
+            await self._ctx.bus.publish_many(problems_out)
+        if result is None or result.outcome not in ("applied", "unchanged"):
+            # BIRD does not run what we planned: keep the old route state, and say nothing
+            # about routes until it does.
+            await self._notify()
+            return result
+        self._route_state = plan.state
+        self._update_sessions(result.protocols)
+        await self._emit_routes(plan, readiness)
+        await self._notify()
+        return result
+
+    async def _notify(self) -> None:
+        async with self.reconciled:
+            self.reconciles += 1
+            self.reconciled.notify_all()
+
+    # ------------------------------------------------------------------ peers and pools
+
+    def _plan_peers(self, out: list[c.Event]) -> list[PeerConfig]:
+        for name, event in self._peer_events.items():
+            if isinstance(event, c.PeerDeleted) or not peer_applies_to(event, self._node):
+                self._good_peers.pop(name, None)
+                continue
+            refused = self._bird_refused.get(name)
+            if refused is not None and refused[0] == event.generation:
+                continue
+            secret: Secret | None = None
+            if event.password is not None:
+                secret = self._secrets.read(event.password)
+            verdict = validate_peer(event, secret)
+            if isinstance(verdict, PeerConfig):
+                self._good_peers[name] = verdict
+                self._admit(out, "BgpPeer", name, event.generation, None)
+            else:
+                # The last good version of this peer (if any) keeps running: its session is
+                # not torn down by a bad edit.
+                self._admit(out, "BgpPeer", name, event.generation, verdict)
+        return list(self._good_peers.values())
+
+    def _plan_pools(self, out: list[c.Event]) -> list[PoolConfig]:
+        for name, event in self._pool_events.items():
+            if isinstance(event, c.PoolDeleted):
+                good = self._good_pools.pop(name, None)
+                if good is not None:
+                    self._retired_pools[name] = good
+                continue
+            self._retired_pools.pop(name, None)
+            verdict = validate_pool(event)
+            if isinstance(verdict, PoolConfig):
+                self._good_pools[name] = verdict
+                self._admit(out, "VipPool", name, event.generation, None)
+            else:
+                self._admit(out, "VipPool", name, event.generation, verdict)
+        # A deleted pool's allocations live on until released (catalogue: pool.deleted), so its
+        # prefixes stay exportable while an assigned VIP lies in them.
+        assigned = [
+            address
+            for event in self._vips.values()
+            if isinstance(event, c.VipAssigned)
+            for address in event.addresses
+        ]
+        for name, pool in list(self._retired_pools.items()):
+            if not any(pool.contains(vip) for vip in assigned):
+                del self._retired_pools[name]
+        return [*self._good_pools.values(), *self._retired_pools.values()]
+
+    def _admit(
+        self,
+        out: list[c.Event],
+        kind: str,
+        name: str,
+        generation: int,
+        problems: list[c.Problem] | None,
+    ) -> None:
+        verdict = "ok" if problems is None else "|".join(p.reason for p in problems)
+        if self._verdicts.get((kind, name)) == (generation, verdict):
+            return
+        self._verdicts[(kind, name)] = (generation, verdict)
+        ref = c.ObjectRef(kind=kind, namespace=c.CLUSTER_SCOPE, name=name)
+        gen = self._gen.next(self._admission_gen.get((kind, name)))
+        self._admission_gen[(kind, name)] = gen
+        if problems is None:
+            out.append(
+                c.AdmissionAccepted(
+                    generation=gen, component=COMPONENT, object=ref, observed_generation=generation
+                )
+            )
+            return
+        for problem in problems:
+            metrics.REJECTIONS.labels(kind, problem.reason).inc()
+        self._log.warning(
+            "rejected",
+            kind=kind,
+            name=name,
+            generation=generation,
+            problems=[f"{p.reason} at {p.field}: {p.message}" for p in problems],
+        )
+        out.append(
+            c.AdmissionRejected(
+                generation=gen,
+                component=COMPONENT,
+                object=ref,
+                observed_generation=generation,
+                problems=problems,
+            )
+        )
+
+    # ------------------------------------------------------------------ BIRD
+
+    def _target(
+        self, peers: list[PeerConfig], pools: list[PoolConfig], routes: frozenset[str]
+    ) -> BirdTarget:
+        desired = BirdDesired(
+            node=self._node,
+            router_id=self._s.router_id,
+            peers=tuple(peers),
+            pools=tuple(pools),
+            routes=routes,
+        )
+        return BirdTarget(
+            config_text=render(desired),
+            static_routes=frozenset(host_prefix(v) for v in routes),
+            bgp_protocols=frozenset(peer_protocol_name(p.name) for p in peers),
+        )
+
+    async def _apply(
+        self,
+        peers: list[PeerConfig],
+        pools: list[PoolConfig],
+        routes: frozenset[str],
+        out: list[c.Event],
+    ) -> ApplyResult | None:
+        try:
+            result = await self._applier.apply(self._target(peers, pools, routes))
+            if result.outcome == "refused":
+                result = await self._isolate_refusal(result, peers, pools, routes, out)
+        except BirdUnavailable as exc:
+            metrics.APPLIES.labels("unavailable").inc()
+            if self._bird_ok is not False:
+                # Once per outage: the loop retries every poll interval.
+                self._log.error(
+                    "BIRD is unreachable; not ready. BGP_SPEAKER_BIRD_SOCKET must name the "
+                    "control socket of the BIRD this node runs (bird -s ...), and "
+                    "BGP_SPEAKER_BIRD_CONFIG the file it was started with (bird -c ...)",
+                    error=str(exc),
+                )
+            self._bird_ok = False
+            self._ctx.readiness.set("bird", False)
+            return None
+        metrics.APPLIES.labels(result.outcome).inc()
+        metrics.APPLY_SECONDS.observe(result.seconds)
+        self.last_apply = result
+        if result.outcome in ("applied", "unchanged"):
+            if self._bird_ok is not True:
+                self._log.info("BIRD answers", socket=self._s.bird_socket)
+            self._bird_ok = True
+            self._ctx.readiness.set("bird")
+            self._applied_peers = {p.name: p for p in peers}
+            if result.outcome == "applied":
+                self._log.info(
+                    "BIRD reconfigured", routes=len(routes), peers=len(peers), s=result.seconds
+                )
+        else:
+            self._log.error(
+                "BIRD did not take the config; the previous one keeps running",
+                outcome=result.outcome,
+                bird=result.message,
+            )
+        return result
+
+    async def _isolate_refusal(
+        self,
+        refused: ApplyResult,
+        peers: list[PeerConfig],
+        pools: list[PoolConfig],
+        routes: frozenset[str],
+        out: list[c.Event],
+    ) -> ApplyResult:
+        """BIRD refused a config our validation passed. If the new or changed peers are the
+        cause, they are rejected (with BIRD's words) and everything else goes ahead."""
+        changed = [p for p in peers if self._applied_peers.get(p.name) != p]
+        if not changed:
+            return refused
+        kept = [self._applied_peers.get(p.name, p) for p in peers]
+        kept = [p for p in kept if p not in changed]
+        retry = await self._applier.apply(self._target(kept, pools, routes))
+        if retry.outcome not in ("applied", "unchanged"):
+            return refused
+        for peer in changed:
+            self._bird_refused[peer.name] = (peer.generation, refused.message)
+            previous = self._applied_peers.get(peer.name)
+            if previous is not None:
+                self._good_peers[peer.name] = previous
+            else:
+                self._good_peers.pop(peer.name, None)
+            problem = c.Problem(
+                reason="BirdRefusedConfig",
+                field="spec",
+                message=f"BIRD refused the configuration of this peer: {refused.message}"[:4096],
+            )
+            self._admit(out, "BgpPeer", peer.name, peer.generation, [problem])
+        return retry
+
+    # ------------------------------------------------------------------ sessions and routes
+
+    def _update_sessions(self, protocols: list[ProtocolStatus]) -> None:
+        by_protocol = {p.name: p for p in protocols}
+        sessions: dict[str, SessionStatus] = {}
+        for peer in self._applied_peers.values():
+            proto = by_protocol.get(peer_protocol_name(peer.name))
+            if proto is None:
+                status = SessionStatus(peer.name, False, "absent", "not configured in BIRD")
+            elif proto.established:
+                status = SessionStatus(peer.name, True, "Established", "Established")
+            else:
+                state = proto.info.split()[0] if proto.info else proto.state
+                hint = (
+                    "; the peer's MD5 password must match: with different TCP MD5 keys the "
+                    "kernel drops every segment and the session never opens"
+                    if peer.password is not None
+                    else ""
+                )
+                status = SessionStatus(
+                    peer.name,
+                    False,
+                    state,
+                    f"session to {peer.address} AS{peer.peer_asn} not established "
+                    f"(BIRD: {proto.state} {proto.info}){hint}",
+                )
+            sessions[peer.name] = status
+            old = self._sessions.get(peer.name)
+            if old is None or old.state != status.state:
+                log = self._log.info if status.established else self._log.warning
+                log("BGP session state", peer=peer.name, state=status.state, detail=status.message)
+                if old is not None:
+                    metrics.SESSION_STATE.labels(peer.name, old.state).set(0)
+            metrics.SESSION_STATE.labels(peer.name, status.state).set(1)
+            metrics.SESSION_ESTABLISHED.labels(peer.name).set(1 if status.established else 0)
+        for gone in set(self._sessions) - set(sessions):
+            metrics.SESSION_ESTABLISHED.remove(gone)
+            metrics.SESSION_STATE.labels(gone, self._sessions[gone].state).set(0)
+        self._sessions = sessions
+
+    def session_status(self, peer: str) -> SessionStatus | None:
+        return self._sessions.get(peer)
+
+    def _established_peers(self, family: int) -> tuple[str, ...]:
+        return tuple(
+            sorted(
+                name
+                for name, status in self._sessions.items()
+                if status.established and self._applied_peers[name].family == family
+            )
+        )
+
+    async def _emit_routes(self, plan: a.AnnouncePlan, readiness: dict[str, a.Readiness]) -> None:
+        out: list[c.Event] = []
+        announced = plan.announced
+        metrics.ANNOUNCED.set(len(announced))
+        for vip in sorted(set(plan.state) | set(readiness) | set(self._emitted)):
+            before = self._emitted.get(vip)
+            if vip in announced:
+                peers = self._established_peers(ipaddress.ip_address(vip).version)
+                if before is not None and before.announced and before.detail == peers:
+                    continue
+                gen = self._gen.next(before.generation if before else None)
+                out.append(
+                    c.RouteAnnounced(
+                        generation=gen,
+                        node=self._node,
+                        vip=vip,
+                        prefix=host_prefix(vip),
+                        peers=list(peers),
+                    )
+                )
+                self._emitted[vip] = _Emitted(True, peers, gen)
+                continue
+            reason = (
+                plan.reasons.get(vip)
+                or (readiness[vip].reason if vip in readiness else a.RELEASED)
+                or a.NOT_PROGRAMMED
+            )
+            was_announced = before is not None and before.announced
+            # Withdrawals are news only for a route that was out; a VIP outside every pool is
+            # an error the owner must see even if it was never announced.
+            if not was_announced and reason != a.OUTSIDE_POOLS:
+                continue
+            if before is not None and not before.announced and before.detail == (reason,):
+                continue
+            if reason == a.OUTSIDE_POOLS:
+                self._log.error(
+                    "VIP lies outside every pool; not announced",
+                    vip=vip,
+                    pools=sorted(self._good_pools),
+                )
+            gen = self._gen.next(before.generation if before else None)
+            out.append(
+                c.RouteWithdrawn(
+                    generation=gen,
+                    node=self._node,
+                    vip=vip,
+                    prefix=host_prefix(vip),
+                    reason=reason,
+                )
+            )
+            self._emitted[vip] = _Emitted(False, (reason,), gen)
+        if out:
+            await self._ctx.bus.publish_many(out)
+
+    async def _withdraw_all(self) -> None:
+        peers = list(self._applied_peers.values())
+        try:
+            result = await self._applier.apply(
+                self._target(peers, [*self._good_pools.values()], frozenset())
+            )
+        except BirdUnavailable as exc:
+            self._log.error("cannot withdraw on shutdown: BIRD unreachable", error=str(exc))
+            return
+        if result.outcome not in ("applied", "unchanged"):
+            self._log.error("withdraw on shutdown refused by BIRD", bird=result.message)
+            return
+        out: list[c.Event] = []
+        for vip, emitted in sorted(self._emitted.items()):
+            if emitted.announced:
+                gen = self._gen.next(emitted.generation)
+                out.append(
+                    c.RouteWithdrawn(
+                        generation=gen,
+                        node=self._node,
+                        vip=vip,
+                        prefix=host_prefix(vip),
+                        reason=a.SHUTDOWN,
+                    )
+                )
+                self._emitted[vip] = _Emitted(False, (a.SHUTDOWN,), gen)
+        if out:
+            await self._ctx.bus.publish_many(out)
+        self._log.info("withdrew every route on shutdown", routes=len(out))

@@ -1,0 +1,117 @@
+"""Announce after ready, withdraw at once, re-announce only after a hold-down.
+
+A VIP is *ready* on this node when the VIP is assigned, this node's l4-programmer reports it
+programmed, and at least one of its virtual services has a ready real server (so the L7 pool
+behind it has ready endpoints). Withdrawal is immediate because a route to a node that cannot
+serve blackholes traffic; announcement after a withdrawal waits ``hold_down`` seconds so that a
+flapping backend does not flap the route at the ToR (and every router behind it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from ingress_events import catalogue as c
+
+from .model import PoolConfig
+
+# Why a VIP is not announced (Reason strings of route.withdrawn).
+NOT_PROGRAMMED = "L4NotProgrammed"
+NO_READY_BACKENDS = "NoReadyBackends"
+L4_NOT_READY = "L4NotReady"
+L4_REMOVED = "L4Removed"
+RELEASED = "VipReleased"
+OUTSIDE_POOLS = "VipOutsidePools"
+HOLD_DOWN = "HoldDown"
+SHUTDOWN = "Shutdown"
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    reason: str | None
+    """Why not, when not ready."""
+
+
+def vip_readiness(
+    assigned: Iterable[str],
+    l4: Mapping[str, c.L4Programmed | c.L4NotReady | c.L4Removed],
+    pools: Iterable[PoolConfig],
+) -> dict[str, Readiness]:
+    """Readiness of every VIP this node knows about (assigned, or with l4 state)."""
+    pool_list = list(pools)
+    assigned_set = set(assigned)
+    out: dict[str, Readiness] = {}
+    for vip in assigned_set | set(l4):
+        state = l4.get(vip)
+        if vip not in assigned_set:
+            out[vip] = Readiness(False, RELEASED)
+        elif not any(p.contains(vip) for p in pool_list):
+            out[vip] = Readiness(False, OUTSIDE_POOLS)
+        elif state is None:
+            out[vip] = Readiness(False, NOT_PROGRAMMED)
+        elif isinstance(state, c.L4Removed):
+            out[vip] = Readiness(False, L4_REMOVED)
+        elif isinstance(state, c.L4NotReady):
+            out[vip] = Readiness(False, L4_NOT_READY)
+        elif not any(s.ready_real_servers > 0 for s in state.services):
+            out[vip] = Readiness(False, NO_READY_BACKENDS)
+        else:
+            out[vip] = Readiness(True, None)
+    return out
+
+
+@dataclass(frozen=True)
+class RouteState:
+    announced: bool
+    withdrawn_at: float | None = None
+    """When it was last withdrawn (start of the hold-down), None if never."""
+
+
+@dataclass(frozen=True)
+class AnnouncePlan:
+    state: dict[str, RouteState]
+    reasons: dict[str, str]
+    """Why each VIP that is not announced is not."""
+    wake_at: float | None
+    """The earliest moment a hold-down ends (the caller plans again then)."""
+
+    @property
+    def announced(self) -> frozenset[str]:
+        return frozenset(v for v, s in self.state.items() if s.announced)
+
+
+def plan_announcements(
+    readiness: Mapping[str, Readiness],
+    previous: Mapping[str, RouteState],
+    now: float,
+    hold_down: float,
+) -> AnnouncePlan:
+    state: dict[str, RouteState] = {}
+    reasons: dict[str, str] = {}
+    wake_at: float | None = None
+    for vip in set(readiness) | set(previous):
+        ready = readiness.get(vip, Readiness(False, RELEASED))
+        before = previous.get(vip, RouteState(False))
+        if ready.ready:
+            if before.announced:
+                state[vip] = before
+                continue
+            release = None if before.withdrawn_at is None else before.withdrawn_at + hold_down
+            if release is None or now >= release:
+                state[vip] = RouteState(True, before.withdrawn_at)
+            else:
+                state[vip] = before
+                reasons[vip] = HOLD_DOWN
+                wake_at = release if wake_at is None else min(wake_at, release)
+            continue
+        reasons[vip] = ready.reason or NOT_PROGRAMMED
+        if before.announced:
+            state[vip] = RouteState(False, now)
+        elif before.withdrawn_at is not None and now <= before.withdrawn_at + hold_down:
+            # Kept only while its hold-down runs, so that a quick return still waits.
+            state[vip] = before
+        elif vip in readiness:
+            state[vip] = RouteState(False, None)
+    return AnnouncePlan(state=state, reasons=reasons, wake_at=wake_at)

@@ -1,0 +1,57 @@
+"""The validated shapes the planner works on (built only by validate.py)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """A BgpPeer that passed every check, with its password already resolved."""
+
+    name: str
+    address: str
+    peer_asn: int
+    local_asn: int
+    password: str | None
+    hold_time_seconds: int
+    keepalive_seconds: int | None
+    graceful_restart: bool
+    bfd: bool
+    max_prefixes: int | None
+    generation: int
+
+    @property
+    def family(self) -> int:
+        return ipaddress.ip_address(self.address).version
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """A VipPool reduced to what the export filter needs."""
+
+    name: str
+    networks: tuple[Network, ...]
+    priority: int = 0
+    communities: tuple[tuple[int, int], ...] = ()
+    large_communities: tuple[tuple[int, int, int], ...] = ()
+    local_preference: int | None = None
+
+    def contains(self, address: str) -> bool:
+        ip = ipaddress.ip_address(address)
+        return any(ip.version == net.version and ip in net for net in self.networks)
+
+
+@dataclass(frozen=True)
+class BirdDesired:
+    """Everything the rendered BIRD configuration depends on."""
+
+    node: str
+    router_id: str | None
+    peers: tuple[PeerConfig, ...]
+    pools: tuple[PoolConfig, ...]
+    routes: frozenset[str] = field(default_factory=frozenset)
+    """VIP addresses to announce (host routes)."""

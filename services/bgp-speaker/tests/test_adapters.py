@@ -1,0 +1,134 @@
+"""The applier's safety rules against the in-memory BIRD, and the control-protocol parser
+against reply text captured from BIRD 2.0.12."""
+
+from __future__ import annotations
+
+import pytest
+from ingress_bgp_speaker.adapters.applier import Applier
+from ingress_bgp_speaker.adapters.bird import (
+    FakeBird,
+    parse_protocols,
+    parse_reply_line,
+    parse_static_routes,
+)
+from ingress_bgp_speaker.adapters.files import ConfigFile, MemoryConfigStore, SecretsDirectory
+from ingress_bgp_speaker.domain.plan import BirdTarget
+from ingress_events.catalogue import SecretKeyRef
+
+pytestmark = pytest.mark.unit
+
+CFG = "protocol static vips4 {\n  ipv4;\n  route 10.0.0.1/32 blackhole;\n}\nprotocol bgp peer_a {\n"
+TARGET = BirdTarget(CFG, frozenset({"10.0.0.1/32"}), frozenset({"peer_a"}))
+
+
+def _applier() -> tuple[Applier, FakeBird, MemoryConfigStore]:
+    files: dict[str, str] = {}
+    bird = FakeBird(files)
+    store = MemoryConfigStore("/run/bird/bird.conf", files)
+    return Applier(bird, store, 30), bird, store
+
+
+async def test_converged_apply_writes_nothing() -> None:
+    applier, bird, store = _applier()
+    assert (await applier.apply(TARGET)).outcome == "applied"
+    writes, configures = store.writes, bird.configures
+    assert (await applier.apply(TARGET)).outcome == "unchanged"
+    assert (store.writes, bird.configures) == (writes, configures)
+
+
+async def test_refused_config_keeps_the_previous_one() -> None:
+    applier, bird, store = _applier()
+    await applier.apply(TARGET)
+    bird.refuse = "bird.conf:3:1 syntax error"
+    other = BirdTarget(
+        CFG.replace("10.0.0.1", "10.0.0.2"), frozenset({"10.0.0.2/32"}), frozenset({"peer_a"})
+    )
+    result = await applier.apply(other)
+    assert result.outcome == "refused" and "syntax error" in result.message
+    assert store.read() == CFG and await bird.static_routes() == {"10.0.0.1/32"}
+    assert [k for k in store.files if k.endswith(".candidate")] == []
+
+
+async def test_readback_mismatch_is_undone_and_the_file_restored() -> None:
+    applier, bird, store = _applier()
+    await applier.apply(TARGET)
+    lying = BirdTarget(
+        CFG + "# changed\n", frozenset({"10.0.0.1/32", "10.0.0.9/32"}), frozenset({"peer_a"})
+    )
+    result = await applier.apply(lying)
+    assert result.outcome == "failed" and "undone" in result.message
+    assert bird.running == CFG and store.read() == CFG
+
+
+async def test_bird_running_something_else_is_reapplied_although_the_file_matches() -> None:
+    applier, bird, _ = _applier()
+    await applier.apply(TARGET)
+    bird.running = ""  # e.g. BIRD's configure timeout undid an unconfirmed reconfiguration
+    assert (await applier.apply(TARGET)).outcome == "applied"
+    assert await bird.static_routes() == {"10.0.0.1/32"}
+
+
+def test_config_file_is_atomic_and_private(tmp_path: object) -> None:
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "bird.conf"
+    store = ConfigFile(str(path))
+    assert store.read() is None
+    candidate = store.write_candidate("a;\n")
+    assert store.read() is None
+    store.promote(candidate)
+    assert store.read() == "a;\n" and path.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in path.parent.iterdir()) == ["bird.conf"]
+
+
+def test_secrets_directory(tmp_path: object) -> None:
+    from pathlib import Path
+
+    root = Path(str(tmp_path))
+    (root / "net" / "tor-md5").mkdir(parents=True)
+    (root / "net" / "tor-md5" / "password").write_text("pw\n")
+    secrets = SecretsDirectory(str(root))
+    assert secrets.read(SecretKeyRef(namespace="net", name="tor-md5", key="password")).value == "pw"
+    missing = secrets.read(SecretKeyRef(namespace="net", name="other", key="password"))
+    assert missing.value is None and "does not exist" in (missing.missing_reason or "")
+    dots = secrets.read(SecretKeyRef(namespace="net", name="tor-md5", key=".."))
+    assert dots.value is None
+
+
+SHOW_PROTOCOLS = [
+    "2002-Name       Proto      Table      State  Since         Info",
+    "1002-device1    Device     ---        up     2026-11-22 02:27:53.878  ",
+    " tor        BGP        ---        up     2026-11-22 02:27:57.926  Established   ",
+    " tor_b      BGP        ---        start  2026-11-22 02:28:16.508  Connect       "
+    "Received: Other configuration change",
+    "0000 ",
+]
+SHOW_ROUTE = [
+    "1007-Table master4:",
+    "     10.100.0.5/32        blackhole [vips4 2026-11-22 02:27:53.878] * (200)",
+    "     10.100.0.6/32        blackhole [vips4 2026-11-22 02:27:53.878] * (200)",
+    "0000 ",
+]
+
+
+def _reply(lines: list[str]) -> list[tuple[int, str]]:
+    out: list[tuple[int, str]] = []
+    code = 0
+    for line in lines:
+        code, text, _ = parse_reply_line(line, code)
+        out.append((code, text))
+    return out
+
+
+def test_parse_protocols_and_routes() -> None:
+    protocols = parse_protocols(_reply(SHOW_PROTOCOLS))
+    assert [(p.name, p.state, p.established) for p in protocols] == [
+        ("device1", "up", False),
+        ("tor", "up", True),
+        ("tor_b", "start", False),
+    ]
+    assert protocols[2].info.startswith("Connect")
+    assert protocols[1].since == "2026-11-22 02:27:57.926"
+    assert parse_static_routes(_reply(SHOW_ROUTE)) == {"10.100.0.5/32", "10.100.0.6/32"}
+    assert parse_reply_line("0020 Configuration OK", 0) == (20, "Configuration OK", True)
+    assert parse_reply_line("8002 bad.conf:1:10 syntax error", 0)[0] == 8002

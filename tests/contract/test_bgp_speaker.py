@@ -1,0 +1,135 @@
+"""bgp-speaker in-process against a real nats-server (BIRD replaced by its in-memory fake):
+events in, route and admission events out, every one checked against the committed schemas."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from ingress_bgp_speaker.adapters.bird import FakeBird
+from ingress_bgp_speaker.adapters.files import MemoryConfigStore, MemorySecrets
+from ingress_bgp_speaker.app import BgpSpeakerApp
+from ingress_bgp_speaker.domain.render import peer_protocol_name
+from ingress_events import catalogue as c
+from ingress_events.bus import Bus
+from ingress_testkit import EventCapture
+
+sys.path.insert(0, str(Path(__file__).parents[2] / "services" / "bgp-speaker" / "tests"))
+from helpers import context, peer, pool, programmed, vip, wait_until
+
+pytestmark = pytest.mark.contract
+
+
+def _is(cls: type[c.Event], **fields: object):  # type: ignore[no-untyped-def]
+    def match(captured) -> bool:  # type: ignore[no-untyped-def]
+        event = captured.envelope.event
+        return isinstance(event, cls) and all(getattr(event, k) == v for k, v in fields.items())
+
+    return match
+
+
+async def test_ready_vip_is_announced_bad_input_rejected_release_withdraws(
+    bus: Bus, event_capture: EventCapture
+) -> None:
+    files: dict[str, str] = {}
+    bird = FakeBird(files)
+    bird.established.add(peer_protocol_name("tor-1"))
+    app = BgpSpeakerApp(
+        context(bus, node="l4-a"),
+        bird=bird,
+        store=MemoryConfigStore("/run/bird/bird.conf", files),
+        secrets=MemorySecrets({("net", "tor-1-md5", "password"): "pw-1"}),
+    )
+    await bus.publish(pool(announce=c.PoolAnnouncement(communities=["65000:1"])))
+    await bus.publish(peer("tor-1", "10.0.0.1", password="pw-1"))
+    await app.start()
+    try:
+        [accepted] = await event_capture.wait_for(
+            _is(
+                c.AdmissionAccepted,
+                component="bgp-speaker",
+                object=c.ObjectRef(kind="BgpPeer", namespace="-", name="tor-1"),
+            )
+        )
+        await bus.publish(vip("shop.example.com", "10.100.0.10"))
+        # Assigned but not programmed on this node: nothing announced yet.
+        await bus.publish(programmed("l4-b", "10.100.0.10"))
+        await bus.publish(programmed("l4-a", "10.100.0.10"))
+        [announced] = await event_capture.wait_for(_is(c.RouteAnnounced, vip="10.100.0.10"))
+        assert announced.envelope.event == c.RouteAnnounced(
+            generation=announced.envelope.event.generation,
+            node="l4-a",
+            vip="10.100.0.10",
+            prefix="10.100.0.10/32",
+            peers=["tor-1"],
+        )
+        assert "route 10.100.0.10/32 blackhole;" in bird.running
+        assert "bgp_community.add((65000,1));" in bird.running
+
+        # Bad input: a peer with a reserved ASN and a VIP outside every pool.
+        await bus.publish(peer("bad", "10.0.0.2", local_asn=65535))
+        await bus.publish(vip("rogue.example.com", "192.0.2.7"))
+        await bus.publish(programmed("l4-a", "192.0.2.7"))
+        [rejected] = await event_capture.wait_for(_is(c.AdmissionRejected, component="bgp-speaker"))
+        assert rejected.envelope.event.object.name == "bad"  # type: ignore[attr-defined]
+        assert rejected.envelope.event.problems[0].reason == "AsnOutOfRange"  # type: ignore[attr-defined]
+        await event_capture.wait_for(
+            _is(c.RouteWithdrawn, vip="192.0.2.7", reason="VipOutsidePools")
+        )
+        assert "192.0.2.7" not in bird.running and "BgpPeer bad" not in bird.running
+
+        # The owner lets the VIP go: withdrawn with the reason.
+        await bus.publish(
+            c.VipReleased(
+                generation=10**15,
+                owner=c.VipOwner(kind="domain", host="shop.example.com"),
+                addresses=["10.100.0.10"],
+            )
+        )
+        await event_capture.wait_for(_is(c.RouteWithdrawn, vip="10.100.0.10", reason="VipReleased"))
+        assert "10.100.0.10/32" not in bird.running
+
+        # Converged: more reconciles, no reconfiguration, no new events.
+        configures, events = bird.configures, len(event_capture.events)
+        seen = app.reconciles
+        await wait_until(lambda: app.reconciles >= seen + 3)
+        assert bird.configures == configures and len(event_capture.events) == events
+        assert accepted.envelope.event.observed_generation > 0  # type: ignore[attr-defined]
+    finally:
+        await app.stop()
+
+
+async def test_restart_replays_and_reemits_nothing(bus: Bus, event_capture: EventCapture) -> None:
+    files: dict[str, str] = {}
+    bird = FakeBird(files)
+    store = MemoryConfigStore("/run/bird/bird.conf", files)
+    await bus.publish(pool())
+    await bus.publish(peer("tor-1", "10.0.0.1"))
+    await bus.publish(vip("shop.example.com", "10.100.0.10"))
+    await bus.publish(programmed("l4-a", "10.100.0.10"))
+    first = BgpSpeakerApp(
+        context(bus, node="l4-a", on_shutdown="keep"),
+        bird=bird,
+        store=store,
+        secrets=MemorySecrets(),
+    )
+    await first.start()
+    await event_capture.wait_for(_is(c.RouteAnnounced, vip="10.100.0.10"))
+    await first.stop()
+    configures, events = bird.configures, len(event_capture.events)
+
+    second = BgpSpeakerApp(
+        context(bus, node="l4-a"), bird=bird, store=store, secrets=MemorySecrets()
+    )
+    await second.start()
+    try:
+        await wait_until(lambda: second.reconciles >= 2)
+        assert bird.configures == configures
+        assert len(event_capture.events) == events
+    finally:
+        await second.stop()
+    # on_shutdown=withdraw (the default): the route goes before the process does.
+    [gone] = await event_capture.wait_for(_is(c.RouteWithdrawn, vip="10.100.0.10"))
+    assert gone.envelope.event.reason == "Shutdown"  # type: ignore[attr-defined]
+    assert "10.100.0.10/32" not in bird.running
