@@ -1,0 +1,1 @@
+"""l7-config: an xDS (ADS) control plane for a fleet of real Envoys."""

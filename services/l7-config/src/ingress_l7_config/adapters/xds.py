@@ -1,0 +1,317 @@
+"""The ADS server (state of the world, over gRPC) and an in-memory fake of the same contract.
+
+The server holds the current :class:`Snapshot`; each connected Envoy is one :class:`EnvoyStream`
+with its own view of what it ACKed. ``domain.push`` decides what each Envoy gets next; this module
+only moves bytes and reports ACKs, NACKs and connections to an :class:`XdsObserver`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import grpc  # type: ignore[import-untyped, unused-ignore]
+from envoy.service.discovery.v3 import (  # type: ignore[import-untyped, unused-ignore]
+    ads_pb2_grpc,
+    discovery_pb2,
+)
+from google.protobuf import any_pb2  # type: ignore[import-untyped, unused-ignore]
+
+from ..domain.push import (
+    WILDCARD_TYPES,
+    Push,
+    TypeState,
+    after_ack,
+    after_nack,
+    next_push,
+    resubscribe,
+)
+from ..domain.resources import SHORT, TYPES, Snapshot
+
+log = logging.getLogger("ingress_l7_config.xds")
+
+
+@dataclass
+class EnvoyStream:
+    """One connected Envoy (one ADS stream)."""
+
+    node: str
+    states: dict[str, TypeState] = field(default_factory=lambda: {t: TypeState() for t in TYPES})
+    in_flight: dict[str, tuple[Push, str, int]] = field(default_factory=dict)
+    """Per type, the response awaiting an ACK or NACK: (push, nonce, snapshot sequence)."""
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    sent: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+    """Every response: (LDS|RDS|CDS|EDS|SDS, resource names), for metrics and tests."""
+
+
+class XdsObserver(Protocol):
+    def on_ack(self, stream: EnvoyStream, push: Push, sequence: int) -> None: ...
+
+    def on_nack(
+        self, stream: EnvoyStream, push: Push, sequence: int, changed: list[str], message: str
+    ) -> None: ...
+
+    def on_streams_changed(self) -> None: ...
+
+
+class XdsServer(Protocol):
+    """What the app needs from an xDS server."""
+
+    @property
+    def streams(self) -> list[EnvoyStream]: ...
+
+    def publish(self, snapshot: Snapshot, sequence: int) -> None: ...
+
+    async def start(self) -> int: ...
+
+    async def stop(self) -> None: ...
+
+
+class _Core:
+    """Stream bookkeeping shared by the real server and the fake."""
+
+    def __init__(self, observer: XdsObserver) -> None:
+        self._observer = observer
+        self._streams: list[EnvoyStream] = []
+        self._snapshot: Snapshot | None = None
+        self._sequence = 0
+        self._nonces = itertools.count(1)
+
+    @property
+    def streams(self) -> list[EnvoyStream]:
+        return list(self._streams)
+
+    @property
+    def snapshot(self) -> tuple[Snapshot | None, int]:
+        return self._snapshot, self._sequence
+
+    def publish(self, snapshot: Snapshot, sequence: int) -> None:
+        self._snapshot, self._sequence = snapshot, sequence
+        for stream in self._streams:
+            stream.wake.set()
+
+    def handle_request(self, stream: EnvoyStream, request: discovery_pb2.DiscoveryRequest) -> None:
+        type_url = request.type_url
+        state = stream.states.get(type_url)
+        if state is None:
+            log.warning("unsupported type requested", extra={"node": stream.node, "type": type_url})
+            return
+        state.requested = True
+        pending = stream.in_flight.get(type_url)
+        if pending is not None and request.response_nonce == pending[1]:
+            push, _, sequence = pending
+            del stream.in_flight[type_url]
+            if request.HasField("error_detail"):
+                message = request.error_detail.message
+                changed = after_nack(stream.states, push)
+                log.warning(
+                    "NACK",
+                    extra={"node": stream.node, "type": SHORT[type_url], "error": message},
+                )
+                self._observer.on_nack(stream, push, sequence, changed, message)
+            else:
+                after_ack(stream.states, push, sequence, request.version_info)
+                self._observer.on_ack(stream, push, sequence)
+        if type_url not in WILDCARD_TYPES:
+            resubscribe(state, set(request.resource_names))
+        stream.wake.set()
+
+    def next_response(self, stream: EnvoyStream) -> discovery_pb2.DiscoveryResponse | None:
+        if self._snapshot is None:
+            return None
+        push = next_push(self._snapshot, stream.states, stream.in_flight.keys())
+        if push is None:
+            return None
+        nonce = str(next(self._nonces))
+        stream.in_flight[push.type_url] = (push, nonce, self._sequence)
+        stream.sent.append((SHORT[push.type_url], tuple(r.name for r in push.resources)))
+        resources = []
+        for r in push.resources:
+            packed = any_pb2.Any()
+            packed.Pack(r.message)
+            resources.append(packed)
+        return discovery_pb2.DiscoveryResponse(
+            version_info=str(self._sequence),
+            resources=resources,
+            type_url=push.type_url,
+            nonce=nonce,
+        )
+
+    def add(self, stream: EnvoyStream) -> None:
+        self._streams.append(stream)
+        self._observer.on_streams_changed()
+
+    def remove(self, stream: EnvoyStream) -> None:
+        with contextlib.suppress(ValueError):
+            self._streams.remove(stream)
+        self._observer.on_streams_changed()
+
+
+class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
+    def __init__(self, core: _Core) -> None:
+        self._core = core
+
+    async def StreamAggregatedResources(
+        self,
+        request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+        stream: EnvoyStream | None = None
+        first = asyncio.Event()
+        closed = asyncio.Event()
+        holder: list[EnvoyStream] = []
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    if not holder:
+                        holder.append(EnvoyStream(node=request.node.id or context.peer()))
+                        self._core.add(holder[0])
+                        first.set()
+                    self._core.handle_request(holder[0], request)
+            finally:
+                closed.set()
+                if holder:
+                    holder[0].wake.set()
+
+        reader = asyncio.create_task(read())
+        try:
+            await asyncio.wait(
+                [asyncio.create_task(first.wait()), asyncio.create_task(closed.wait())],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if not holder:
+                return
+            stream = holder[0]
+            log.info("envoy connected", extra={"node": stream.node, "peer": context.peer()})
+            while not closed.is_set():
+                await stream.wake.wait()
+                stream.wake.clear()
+                while (response := self._core.next_response(stream)) is not None:
+                    yield response
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            if stream is not None:
+                log.info("envoy disconnected", extra={"node": stream.node})
+                self._core.remove(stream)
+
+
+class GrpcXdsServer:
+    """The real ADS server on grpc.aio."""
+
+    def __init__(self, observer: XdsObserver, host: str, port: int) -> None:
+        self._core = _Core(observer)
+        self._host = host
+        self._port = port
+        self._server: grpc.aio.Server | None = None
+
+    @property
+    def streams(self) -> list[EnvoyStream]:
+        return self._core.streams
+
+    def publish(self, snapshot: Snapshot, sequence: int) -> None:
+        self._core.publish(snapshot, sequence)
+
+    async def start(self) -> int:
+        self._server = grpc.aio.server(
+            options=[
+                # Envoys keep their stream for hours: keepalives notice a dead peer.
+                ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.keepalive_timeout_ms", 10_000),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                ("grpc.max_send_message_length", 512 * 1024 * 1024),
+            ]
+        )
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
+            _Servicer(self._core), self._server
+        )
+        port = self._server.add_insecure_port(f"{self._host}:{self._port}")
+        await self._server.start()
+        self._port = int(port)
+        return self._port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.stop(grace=1.0)
+
+
+class FakeEnvoy:
+    """An in-memory Envoy for the fake server: subscribes to everything it is sent and ACKs it,
+    unless ``refuse`` says otherwise (returns an error message for a NACK)."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.refuse: dict[str, str] = {}
+        """resource name -> error message to NACK with when it is sent."""
+        self.received: list[tuple[str, list[str]]] = []
+
+
+class FakeXdsServer:
+    """Same contract as :class:`GrpcXdsServer`, with in-process Envoys that answer at once."""
+
+    def __init__(self, observer: XdsObserver) -> None:
+        self._core = _Core(observer)
+        self._envoys: dict[int, tuple[EnvoyStream, FakeEnvoy]] = {}
+
+    @property
+    def streams(self) -> list[EnvoyStream]:
+        return self._core.streams
+
+    def publish(self, snapshot: Snapshot, sequence: int) -> None:
+        self._core.publish(snapshot, sequence)
+        self._drive()
+
+    async def start(self) -> int:
+        return 0
+
+    async def stop(self) -> None:
+        for stream, _ in list(self._envoys.values()):
+            self._core.remove(stream)
+        self._envoys.clear()
+
+    def connect(self, envoy: FakeEnvoy) -> EnvoyStream:
+        stream = EnvoyStream(node=envoy.node)
+        self._core.add(stream)
+        self._envoys[id(stream)] = (stream, envoy)
+        for type_url in TYPES:
+            self._core.handle_request(stream, discovery_pb2.DiscoveryRequest(type_url=type_url))
+        self._drive()
+        return stream
+
+    def disconnect(self, stream: EnvoyStream) -> None:
+        self._envoys.pop(id(stream), None)
+        self._core.remove(stream)
+
+    def _drive(self) -> None:
+        snapshot, _ = self._core.snapshot
+        for stream, envoy in list(self._envoys.values()):
+            for _ in range(1000):
+                # The fake subscribes to every named resource of the snapshot, as an Envoy does
+                # once listeners and clusters reference them.
+                if snapshot is not None:
+                    for type_url in TYPES:
+                        wanted = set(snapshot.resources.get(type_url, {}))
+                        resubscribe(stream.states[type_url], wanted)
+                response = self._core.next_response(stream)
+                if response is None:
+                    break
+                push = stream.in_flight[response.type_url][0]
+                names = [r.name for r in push.resources]
+                envoy.received.append((response.type_url, names))
+                refused = [envoy.refuse[n] for n in names if n in envoy.refuse]
+                request = discovery_pb2.DiscoveryRequest(
+                    type_url=response.type_url,
+                    response_nonce=response.nonce,
+                    version_info=response.version_info,
+                    resource_names=[] if refused else names,
+                )
+                if refused:
+                    request.error_detail.message = refused[0]
+                self._core.handle_request(stream, request)

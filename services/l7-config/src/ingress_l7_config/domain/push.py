@@ -1,0 +1,133 @@
+"""What to send an Envoy next over a state-of-the-world ADS stream. Pure.
+
+* At most one response per type in flight (the next waits for the ACK or NACK), and types go
+  out in the order clusters, endpoints, secrets, listeners, routes. Listeners and routes also
+  wait while clusters, endpoints or secrets are in flight (so a refused certificate is known
+  before the routes of the same change go out) (make before break: a route never points at a
+  cluster the Envoy does not have yet). Endpoints and secrets are never held back: Envoy delays
+  its CDS ACK until the new clusters have warmed, i.e. until their endpoints have arrived.
+* Listeners and clusters are sent as the whole set (the SotW rule for LDS/CDS), and only when
+  some member differs from what the Envoy ACKed. Endpoints, route configurations and secrets are
+  sent per resource: only subscribed names whose content the Envoy does not have, so an endpoint
+  change is one ClusterLoadAssignment and nothing else.
+* A resource version the Envoy NACKed is not sent again: the next attempt is a different version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+
+from .resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, TYPES, Resource, Snapshot
+
+WILDCARD_TYPES = frozenset({LISTENER, CLUSTER})
+
+
+@dataclass
+class TypeState:
+    """One resource type on one Envoy stream."""
+
+    requested: bool = False
+    subscribed: set[str] = field(default_factory=set)
+    acked: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """name -> (digest, snapshot sequence) of what the Envoy ACKed and holds."""
+    rejected: dict[str, str] = field(default_factory=dict)
+    """name -> digest the Envoy NACKed (not sent again)."""
+    acked_sequence: int = 0
+    acked_version: str = ""
+
+    def holds(self, name: str, digest: str) -> bool:
+        held = self.acked.get(name)
+        return held is not None and held[0] == digest
+
+
+@dataclass(frozen=True)
+class Push:
+    type_url: str
+    resources: tuple[Resource, ...]
+
+
+def _wanted(type_url: str, snapshot: Snapshot, state: TypeState) -> Push | None:
+    current: Mapping[str, Resource] = snapshot.resources.get(type_url, {})
+    if type_url in WILDCARD_TYPES:
+        same = set(current) == set(state.acked) and all(
+            state.holds(n, r.digest) for n, r in current.items()
+        )
+        if same:
+            return None
+        if current and all(
+            state.rejected.get(n) == r.digest
+            for n, r in current.items()
+            if not state.holds(n, r.digest)
+        ):
+            return None
+        return Push(type_url, tuple(current[n] for n in sorted(current)))
+    names = sorted(
+        n
+        for n in state.subscribed
+        if n in current
+        and not state.holds(n, current[n].digest)
+        and state.rejected.get(n) != current[n].digest
+    )
+    if not names:
+        return None
+    return Push(type_url, tuple(current[n] for n in names))
+
+
+BLOCKED_BY: Mapping[str, frozenset[str]] = {
+    LISTENER: frozenset({CLUSTER, ENDPOINT, SECRET}),
+    ROUTE: frozenset({CLUSTER, ENDPOINT, SECRET}),
+}
+
+
+def next_push(
+    snapshot: Snapshot, states: Mapping[str, TypeState], in_flight: Collection[str]
+) -> Push | None:
+    """The next response for one Envoy, or None when nothing can be sent now; ``in_flight`` are
+    the types with a response awaiting its ACK."""
+    for type_url in TYPES:
+        state = states.get(type_url)
+        if state is None or not state.requested or type_url in in_flight:
+            continue
+        if BLOCKED_BY.get(type_url, frozenset()) & set(in_flight):
+            continue
+        push = _wanted(type_url, snapshot, state)
+        if push is not None:
+            return push
+    return None
+
+
+def after_ack(states: Mapping[str, TypeState], push: Push, sequence: int, version: str) -> None:
+    """Record that the Envoy holds ``push``'s resources."""
+    state = states[push.type_url]
+    if push.type_url in WILDCARD_TYPES:
+        # SotW: a listener or cluster missing from the set has been removed by the Envoy.
+        state.acked = {}
+    for r in push.resources:
+        previous = state.acked.get(r.name)
+        state.acked[r.name] = (r.digest, sequence)
+        state.rejected.pop(r.name, None)
+        if push.type_url == CLUSTER and previous is not None and previous[0] != r.digest:
+            # A changed cluster is rebuilt by the Envoy and waits for its endpoints again.
+            states[ENDPOINT].acked.pop(r.name, None)
+    state.acked_sequence = sequence
+    state.acked_version = version
+
+
+def after_nack(states: Mapping[str, TypeState], push: Push) -> list[str]:
+    """Record a refusal; returns the names whose new content was refused (those that differ
+    from what the Envoy still holds)."""
+    state = states[push.type_url]
+    changed = [r.name for r in push.resources if not state.holds(r.name, r.digest)]
+    for r in push.resources:
+        if r.name in changed:
+            state.rejected[r.name] = r.digest
+    return changed
+
+
+def resubscribe(state: TypeState, names: set[str]) -> None:
+    """A named type's subscription changed: a dropped name is forgotten by the Envoy, so it is
+    sent again if it comes back."""
+    for gone in state.subscribed - names:
+        state.acked.pop(gone, None)
+    state.subscribed = names

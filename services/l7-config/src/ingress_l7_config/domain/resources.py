@@ -1,0 +1,507 @@
+"""Envoy resources (listeners, route configurations, clusters, endpoints, secrets) from the
+desired state of valid domains. Pure: the same input always gives byte-identical resources, so a
+resource's digest says whether an Envoy already has it.
+
+Ingress v1 path semantics, mapped onto Envoy's first-match route list:
+
+* Exact -> ``path`` (the whole path without the query string, case-sensitive).
+* Prefix and ImplementationSpecific (documented as Prefix) -> ``path_separated_prefix``: ``/foo``
+  matches ``/foo``, ``/foo/`` and ``/foo/bar`` but never ``/foobar``; a trailing slash in the rule
+  is dropped first, and ``/`` becomes ``prefix: /`` (it matches everything).
+* Routes are ordered longest path first and, on the same path, Exact before Prefix: in a
+  first-match list that order is exactly "the longest match wins, Exact beats Prefix".
+* A wildcard host ``*.example.com`` matches one label only. Envoy's own ``*.`` domains match any
+  depth, so each route of a wildcard virtual host also requires ``:authority`` to be one label
+  followed by the suffix; the regex is built from the canonical hostname (letters, digits, '-' and
+  escaped dots), never from free text.
+* A host without a virtual host gets Envoy's 404.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from envoy.config.accesslog.v3 import accesslog_pb2  # type: ignore[import-untyped, unused-ignore]
+from envoy.config.cluster.v3 import cluster_pb2  # type: ignore[import-untyped, unused-ignore]
+from envoy.config.core.v3 import (  # type: ignore[import-untyped, unused-ignore]
+    address_pb2,
+    base_pb2,
+    config_source_pb2,
+    health_check_pb2,
+)
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2  # type: ignore[import-untyped, unused-ignore]
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2  # type: ignore[import-untyped, unused-ignore]
+from envoy.config.route.v3 import route_components_pb2, route_pb2  # type: ignore[import-untyped, unused-ignore]
+from envoy.extensions.access_loggers.stream.v3 import stream_pb2  # type: ignore[import-untyped, unused-ignore]
+from envoy.extensions.filters.http.router.v3 import router_pb2  # type: ignore[import-untyped, unused-ignore]
+from envoy.extensions.filters.listener.tls_inspector.v3 import (  # type: ignore[import-untyped, unused-ignore]
+    tls_inspector_pb2,
+)
+from envoy.extensions.filters.network.http_connection_manager.v3 import (  # type: ignore[import-untyped, unused-ignore]
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.extensions.transport_sockets.tls.v3 import (  # type: ignore[import-untyped, unused-ignore]
+    common_pb2,
+    secret_pb2,
+    tls_pb2,
+)
+from envoy.type.matcher.v3 import regex_pb2, string_pb2  # type: ignore[import-untyped, unused-ignore]
+from google.protobuf import (  # type: ignore[import-untyped, unused-ignore]
+    any_pb2,
+    duration_pb2,
+    json_format,
+    wrappers_pb2,
+)
+from google.protobuf.message import Message  # type: ignore[import-untyped, unused-ignore]
+from ingress_events import catalogue as c
+
+from .model import SecretMaterial
+from .validate import secret_name
+
+LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
+ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+TYPES = (CLUSTER, ENDPOINT, SECRET, LISTENER, ROUTE)
+"""Every type, in the order an update is pushed: clusters before their endpoints, both before
+the listeners and routes that point at them (make before break)."""
+SHORT = {LISTENER: "LDS", ROUTE: "RDS", CLUSTER: "CDS", ENDPOINT: "EDS", SECRET: "SDS"}
+
+HTTP_LISTENER = "http"
+HTTPS_LISTENER = "https"
+HTTP_ROUTES = "http"
+
+
+def https_routes(host: str) -> str:
+    return f"https/{host}"
+
+
+def cluster_name(ref: c.BackendRef) -> str:
+    return f"{ref.namespace}/{ref.service}/{ref.port}"
+
+
+BackendKey = tuple[str, str, int]
+
+
+def backend_key(ref: c.BackendRef) -> BackendKey:
+    return (ref.namespace, ref.service, ref.port)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    listen_address: str = "0.0.0.0"
+    http_port: int = 8080
+    https_port: int = 8443
+    https_redirect_port: int = 443
+    access_log: bool = True
+
+
+@dataclass(frozen=True)
+class Resource:
+    name: str
+    message: Message
+    digest: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    resources: Mapping[str, Mapping[str, Resource]]
+    generations: Mapping[str, int]
+    """host -> the domain.desired generation this snapshot carries."""
+    deps: Mapping[str, frozenset[tuple[str, str]]] = field(default_factory=dict)
+    """host -> every (type, resource name) that holds part of its configuration."""
+
+    def get(self, type_url: str, name: str) -> Resource | None:
+        return self.resources.get(type_url, {}).get(name)
+
+    def to_json(self) -> dict[str, dict[str, object]]:
+        return {
+            SHORT[t]: {
+                name: json_format.MessageToDict(r.message, preserving_proto_field_name=True)
+                for name, r in sorted(self.resources.get(t, {}).items())
+            }
+            for t in TYPES
+        }
+
+
+def _any(message: Message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def _resource(name: str, message: Message) -> Resource:
+    digest = hashlib.sha256(message.SerializeToString(deterministic=True)).hexdigest()[:16]
+    return Resource(name, message, digest)
+
+
+def _ads() -> config_source_pb2.ConfigSource:
+    return config_source_pb2.ConfigSource(
+        ads=config_source_pb2.AggregatedConfigSource(),
+        resource_api_version=config_source_pb2.ApiVersion.V3,
+    )
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromNanoseconds(round(seconds * 1e9))
+    return d
+
+
+# ----------------------------------------------------------------------------- routes
+
+
+def normalized_prefix(path: str) -> str:
+    """A Prefix rule without its trailing slash ("/foo/" and "/foo" are the same rule)."""
+    stripped = path.rstrip("/")
+    return stripped or "/"
+
+
+def route_order(route: c.Route) -> tuple[int, int, str]:
+    path = route.path if route.path_type == "Exact" else normalized_prefix(route.path)
+    return (-len(path), 0 if route.path_type == "Exact" else 1, path)
+
+
+def ordered_routes(routes: Iterable[c.Route]) -> list[c.Route]:
+    """Longest first, Exact before Prefix on the same path; a duplicate (same type and normalized
+    path, e.g. from two Ingresses) keeps the first one in the event's order."""
+    seen: set[tuple[int, str]] = set()
+    unique: list[c.Route] = []
+    for route in routes:
+        _, kind, path = route_order(route)
+        if (kind, path) in seen:
+            continue
+        seen.add((kind, path))
+        unique.append(route)
+    return sorted(unique, key=route_order)
+
+
+def _authority_one_label(host: str) -> route_components_pb2.HeaderMatcher:
+    suffix = host[1:].replace(".", r"\.")
+    return route_components_pb2.HeaderMatcher(
+        name=":authority",
+        string_match=string_pb2.StringMatcher(
+            safe_regex=regex_pb2.RegexMatcher(regex=rf"[^.:]+{suffix}(:[0-9]+)?")
+        ),
+    )
+
+
+def _action(
+    backends: list[c.WeightedBackend], route: c.Route | None, matched_prefix: str | None
+) -> route_components_pb2.RouteAction:
+    action = route_components_pb2.RouteAction()
+    live = [b for b in backends if b.weight > 0]
+    if len(live) == 1:
+        action.cluster = cluster_name(live[0].backend)
+    else:
+        action.weighted_clusters.CopyFrom(
+            route_components_pb2.WeightedCluster(
+                clusters=[
+                    route_components_pb2.WeightedCluster.ClusterWeight(
+                        name=cluster_name(b.backend),
+                        weight=wrappers_pb2.UInt32Value(value=b.weight),
+                    )
+                    for b in live
+                ]
+            )
+        )
+    if route is None:
+        return action
+    if route.timeouts is not None:
+        if route.timeouts.request_seconds is not None:
+            action.timeout.CopyFrom(_duration(route.timeouts.request_seconds))
+        if route.timeouts.idle_seconds is not None:
+            action.idle_timeout.CopyFrom(_duration(route.timeouts.idle_seconds))
+    if route.retries is not None:
+        policy = route_components_pb2.RetryPolicy(
+            retry_on=",".join(route.retries.on),
+            num_retries=wrappers_pb2.UInt32Value(value=route.retries.attempts),
+        )
+        if route.retries.per_try_timeout_seconds is not None:
+            policy.per_try_timeout.CopyFrom(_duration(route.retries.per_try_timeout_seconds))
+        action.retry_policy.CopyFrom(policy)
+    if route.rewrite is not None:
+        if route.rewrite.host is not None:
+            action.host_rewrite_literal = route.rewrite.host
+        if route.rewrite.prefix is not None:
+            rewrite = route.rewrite.prefix
+            if matched_prefix == "/":
+                # Under "prefix: /" the matched text is the leading slash alone: "/x" must
+                # become "/app/x", not "/appx".
+                action.prefix_rewrite = rewrite if rewrite.endswith("/") else rewrite + "/"
+            elif rewrite.rstrip("/"):
+                # "/api" -> "/v2" keeps the separator of "/api/x": "/v2/x", never "/v2//x".
+                action.prefix_rewrite = rewrite.rstrip("/")
+            else:
+                # "/api" -> "/": plain prefix replacement would give "//x"; the pattern is the
+                # validated path with every non-alphanumeric character escaped.
+                escaped = "".join(ch if ch.isalnum() else "\\" + ch for ch in matched_prefix or "")
+                action.regex_rewrite.CopyFrom(
+                    regex_pb2.RegexMatchAndSubstitute(
+                        pattern=regex_pb2.RegexMatcher(regex=f"^{escaped}/?"), substitution="/"
+                    )
+                )
+    return action
+
+
+def _route(route: c.Route, host: str) -> route_components_pb2.Route:
+    match = route_components_pb2.RouteMatch()
+    matched_prefix: str | None = None
+    if route.path_type == "Exact":
+        match.path = route.path
+    else:
+        matched_prefix = normalized_prefix(route.path)
+        if matched_prefix == "/":
+            match.prefix = "/"
+        else:
+            match.path_separated_prefix = matched_prefix
+    if host.startswith("*."):
+        match.headers.append(_authority_one_label(host))
+    kind = "exact" if route.path_type == "Exact" else "prefix"
+    return route_components_pb2.Route(
+        name=f"{kind}:{route.path}",
+        match=match,
+        route=_action(list(route.backends), route, matched_prefix),
+    )
+
+
+def _virtual_host(domain: c.DomainDesired) -> route_components_pb2.VirtualHost:
+    routes = [_route(r, domain.host) for r in ordered_routes(domain.routes)]
+    if domain.default_backend is not None:
+        match = route_components_pb2.RouteMatch(prefix="/")
+        if domain.host.startswith("*."):
+            match.headers.append(_authority_one_label(domain.host))
+        routes.append(
+            route_components_pb2.Route(
+                name="default-backend",
+                match=match,
+                route=_action([domain.default_backend], None, None),
+            )
+        )
+    return route_components_pb2.VirtualHost(name=domain.host, domains=[domain.host], routes=routes)
+
+
+def _redirect_host(domain: c.DomainDesired, port: int) -> route_components_pb2.VirtualHost:
+    redirect = route_components_pb2.RedirectAction(https_redirect=True)
+    if port != 443:
+        redirect.port_redirect = port
+    return route_components_pb2.VirtualHost(
+        name=domain.host,
+        domains=[domain.host],
+        routes=[
+            route_components_pb2.Route(
+                name="redirect-to-https",
+                match=route_components_pb2.RouteMatch(prefix="/"),
+                redirect=redirect,
+            )
+        ],
+    )
+
+
+# ----------------------------------------------------------------------------- listeners
+
+
+def _hcm(
+    stat_prefix: str, route_config: str, options: BuildOptions
+) -> listener_components_pb2.Filter:
+    hcm = hcm_pb2.HttpConnectionManager(
+        stat_prefix=stat_prefix,
+        rds=hcm_pb2.Rds(config_source=_ads(), route_config_name=route_config),
+        http_filters=[
+            hcm_pb2.HttpFilter(
+                name="envoy.filters.http.router", typed_config=_any(router_pb2.Router())
+            )
+        ],
+        # Routing sees the host without its port, so "a.example.com:8080" finds its virtual host.
+        strip_any_host_port=True,
+        # RFC 3986 normalization before matching: "/foo/../bar" cannot sneak past a rule.
+        normalize_path=wrappers_pb2.BoolValue(value=True),
+    )
+    if options.access_log:
+        hcm.access_log.append(
+            accesslog_pb2.AccessLog(
+                name="envoy.access_loggers.stdout", typed_config=_any(stream_pb2.StdoutAccessLog())
+            )
+        )
+    return listener_components_pb2.Filter(
+        name="envoy.filters.network.http_connection_manager", typed_config=_any(hcm)
+    )
+
+
+def _address(host: str, port: int) -> address_pb2.Address:
+    return address_pb2.Address(
+        socket_address=address_pb2.SocketAddress(address=host, port_value=port)
+    )
+
+
+def _http_listener(options: BuildOptions) -> listener_pb2.Listener:
+    return listener_pb2.Listener(
+        name=HTTP_LISTENER,
+        address=_address(options.listen_address, options.http_port),
+        filter_chains=[
+            listener_components_pb2.FilterChain(filters=[_hcm("http", HTTP_ROUTES, options)])
+        ],
+    )
+
+
+def _https_listener(
+    tls_domains: list[c.DomainDesired], options: BuildOptions
+) -> listener_pb2.Listener:
+    chains = []
+    for domain in tls_domains:
+        assert domain.tls is not None
+        context = tls_pb2.DownstreamTlsContext(
+            common_tls_context=tls_pb2.CommonTlsContext(
+                tls_certificate_sds_secret_configs=[
+                    secret_pb2.SdsSecretConfig(
+                        name=secret_name(domain.tls.secret), sds_config=_ads()
+                    )
+                ],
+                alpn_protocols=["h2", "http/1.1"],
+            )
+        )
+        chains.append(
+            listener_components_pb2.FilterChain(
+                name=domain.host,
+                filter_chain_match=listener_components_pb2.FilterChainMatch(
+                    server_names=[domain.host]
+                ),
+                transport_socket=base_pb2.TransportSocket(
+                    name="envoy.transport_sockets.tls", typed_config=_any(context)
+                ),
+                filters=[_hcm("https", https_routes(domain.host), options)],
+            )
+        )
+    return listener_pb2.Listener(
+        name=HTTPS_LISTENER,
+        address=_address(options.listen_address, options.https_port),
+        listener_filters=[
+            listener_components_pb2.ListenerFilter(
+                name="envoy.filters.listener.tls_inspector",
+                typed_config=_any(tls_inspector_pb2.TlsInspector()),
+            )
+        ],
+        filter_chains=chains,
+    )
+
+
+# ----------------------------------------------------------------------------- clusters
+
+
+def _cluster(name: str) -> cluster_pb2.Cluster:
+    return cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.DiscoveryType.EDS,
+        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads()),
+        connect_timeout=_duration(2.0),
+        lb_policy=cluster_pb2.Cluster.LbPolicy.ROUND_ROBIN,
+    )
+
+
+def _load_assignment(
+    name: str, backend: c.BackendEndpoints | None
+) -> endpoint_pb2.ClusterLoadAssignment:
+    by_zone: dict[str, list[c.Endpoint]] = {}
+    if backend is not None:
+        for ep in backend.endpoints:
+            # Only ready endpoints take traffic; a terminating one is never ready.
+            if ep.ready and not ep.terminating:
+                by_zone.setdefault(ep.zone or "", []).append(ep)
+    localities = []
+    for zone in sorted(by_zone):
+        eps = sorted(by_zone[zone], key=lambda e: (e.address, e.port))
+        localities.append(
+            endpoint_components_pb2.LocalityLbEndpoints(
+                locality=base_pb2.Locality(zone=zone),
+                lb_endpoints=[
+                    endpoint_components_pb2.LbEndpoint(
+                        endpoint=endpoint_components_pb2.Endpoint(
+                            address=_address(e.address, e.port)
+                        ),
+                        health_status=health_check_pb2.HealthStatus.HEALTHY,
+                    )
+                    for e in eps
+                ],
+            )
+        )
+    return endpoint_pb2.ClusterLoadAssignment(cluster_name=name, endpoints=localities)
+
+
+def _secret(name: str, material: SecretMaterial) -> secret_pb2.Secret:
+    return secret_pb2.Secret(
+        name=name,
+        tls_certificate=common_pb2.TlsCertificate(
+            certificate_chain=base_pb2.DataSource(inline_bytes=material.cert_pem),
+            private_key=base_pb2.DataSource(inline_bytes=material.key_pem),
+        ),
+    )
+
+
+# ----------------------------------------------------------------------------- snapshot
+
+
+def build_snapshot(
+    domains: Mapping[str, c.DomainDesired],
+    backends: Mapping[BackendKey, c.BackendEndpoints],
+    secrets: Mapping[str, SecretMaterial],
+    options: BuildOptions,
+) -> Snapshot:
+    """Resources for ``domains`` (already validated; TLS domains have their material in
+    ``secrets``). Only clusters some domain uses are built: a backend nobody routes to costs
+    Envoy nothing."""
+    out: dict[str, dict[str, Resource]] = {t: {} for t in TYPES}
+    deps: dict[str, set[tuple[str, str]]] = {}
+    hosts = sorted(domains)
+    http_vhosts = []
+    tls_domains = []
+    for host in hosts:
+        domain = domains[host]
+        used: set[tuple[str, str]] = {(LISTENER, HTTP_LISTENER), (ROUTE, HTTP_ROUTES)}
+        refs = [b.backend for r in domain.routes for b in r.backends]
+        if domain.default_backend is not None:
+            refs.append(domain.default_backend.backend)
+        for ref in refs:
+            name = cluster_name(ref)
+            used |= {(CLUSTER, name), (ENDPOINT, name)}
+            if name not in out[CLUSTER]:
+                out[CLUSTER][name] = _resource(name, _cluster(name))
+                out[ENDPOINT][name] = _resource(
+                    name, _load_assignment(name, backends.get(backend_key(ref)))
+                )
+        if domain.tls is not None:
+            sname = secret_name(domain.tls.secret)
+            out[SECRET].setdefault(sname, _resource(sname, _secret(sname, secrets[sname])))
+            rname = https_routes(host)
+            out[ROUTE][rname] = _resource(
+                rname,
+                route_pb2.RouteConfiguration(name=rname, virtual_hosts=[_virtual_host(domain)]),
+            )
+            used |= {(SECRET, sname), (LISTENER, HTTPS_LISTENER), (ROUTE, rname)}
+            tls_domains.append(domain)
+        if domain.tls is not None and domain.http_redirect_to_https:
+            http_vhosts.append(_redirect_host(domain, options.https_redirect_port))
+        else:
+            http_vhosts.append(_virtual_host(domain))
+        deps[host] = used
+    out[LISTENER][HTTP_LISTENER] = _resource(HTTP_LISTENER, _http_listener(options))
+    out[ROUTE][HTTP_ROUTES] = _resource(
+        HTTP_ROUTES, route_pb2.RouteConfiguration(name=HTTP_ROUTES, virtual_hosts=http_vhosts)
+    )
+    if tls_domains:
+        # An HTTPS listener with no filter chain is invalid, so it exists only with a TLS domain.
+        out[LISTENER][HTTPS_LISTENER] = _resource(
+            HTTPS_LISTENER, _https_listener(tls_domains, options)
+        )
+    return Snapshot(
+        resources=out,
+        generations={h: domains[h].generation for h in hosts},
+        deps={h: frozenset(d) for h, d in deps.items()},
+    )
+
+
+def snapshot_json(snapshot: Snapshot) -> str:
+    return json.dumps(snapshot.to_json(), indent=2, sort_keys=True) + "\n"
