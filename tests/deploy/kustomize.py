@@ -66,7 +66,13 @@ def build(directory: Path) -> list[Obj]:
     out: list[Obj] = []
     for ref in spec.get("resources", []):
         target = (directory / ref).resolve()
-        out.extend(build(target) if target.is_dir() else load_documents(target))
+        if target.is_dir():
+            out.extend(build(target))
+        elif directory.resolve() in target.parents:
+            out.extend(load_documents(target))
+        else:
+            # kustomize's load restrictor refuses files outside the kustomization's root.
+            raise UnsupportedKustomization(f"{ref}: a file outside {directory}")
     for generator in spec.get("configMapGenerator", []):
         if not generator.get("options", {}).get("disableNameSuffixHash"):
             raise UnsupportedKustomization("configMapGenerator without disableNameSuffixHash")

@@ -102,8 +102,48 @@ def test_each_service_gets_its_own_nats_user() -> None:
             for o in objects
             if o["metadata"]["name"] == service and o["kind"] in {"Deployment", "DaemonSet"}
         )
-        env = {e["name"]: e for e in workload["spec"]["template"]["spec"]["containers"][0]["env"]}
+        [container] = [
+            c for c in workload["spec"]["template"]["spec"]["containers"] if c["name"] == service
+        ]
+        env = {e["name"]: e for e in container["env"]}
         url = next(e["value"] for n, e in env.items() if n.endswith("_NATS_URL"))
         assert url.startswith(f"nats://{service}:$(NATS_PASSWORD)@")
         secret_key = env["NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"]
         assert f'user: "{service}", password: ${secret_key}' in auth
+
+
+def _settings_fields(service: str) -> set[str]:
+    import importlib
+    import inspect
+
+    from ingress_runtime import ServiceSettings
+
+    package = "ingress_" + service.removeprefix("ingress-").replace("-", "_")
+    module = importlib.import_module(f"{package}.settings")
+    [cls] = [
+        c
+        for _, c in inspect.getmembers(module, inspect.isclass)
+        if issubclass(c, ServiceSettings) and c.__module__ == module.__name__
+    ]
+    prefix = cls.model_config.get("env_prefix", "")
+    return {prefix + name.upper() for name in cls.model_fields}
+
+
+BUILT = [s for s in SERVICES if (DEPLOY.parent / "services" / s / "pyproject.toml").exists()]
+
+
+@pytest.mark.parametrize("service", BUILT)
+def test_every_configured_variable_is_a_real_setting_of_the_service(service: str) -> None:
+    objects = build(DEPLOY / "overlays" / "production")
+    config = next(o for o in objects if o["metadata"]["name"] == f"{service}-config")
+    workload = next(
+        o
+        for o in objects
+        if o["metadata"]["name"] == service and o["kind"] in {"Deployment", "DaemonSet"}
+    )
+    [container] = [
+        c for c in workload["spec"]["template"]["spec"]["containers"] if c["name"] == service
+    ]
+    configured = set(config["data"]) | {e["name"] for e in container["env"]} - {"NATS_PASSWORD"}
+    unknown = configured - _settings_fields(service)
+    assert not unknown, f"{service}: not settings of the service: {sorted(unknown)}"
