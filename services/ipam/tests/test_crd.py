@@ -24,7 +24,12 @@ def test_crd_spec_fields_are_pool_desired_in_camel_case() -> None:
     [version] = crd["spec"]["versions"]
     assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
-    wanted = {camel(f) for f in PoolDesired.model_fields} - {"generation", "pool"}
+    # observed_generation is the object's metadata.generation, not a spec field.
+    wanted = {camel(f) for f in PoolDesired.model_fields} - {
+        "generation",
+        "pool",
+        "observedGeneration",
+    }
     assert set(spec) == wanted
     announce = spec["announce"]["properties"]
     assert set(announce) == {camel(f) for f in PoolAnnouncement.model_fields}

@@ -59,6 +59,7 @@ class Family(StrEnum):
     DNS = "dns"
     ROUTE = "route"
     ADMISSION = "admission"
+    SESSION = "session"
 
 
 KEY_PARTS: dict[Family, tuple[tuple[str, ...], ...]] = {
@@ -74,6 +75,7 @@ KEY_PARTS: dict[Family, tuple[tuple[str, ...], ...]] = {
     Family.DNS: (("fqdn",),),
     Family.ROUTE: (("node", "vip"),),
     Family.ADMISSION: (("component", "kind", "namespace", "name"),),
+    Family.SESSION: (("node", "peer"),),
 }
 
 CONSUMERS: dict[Family, tuple[str, ...]] = {
@@ -89,6 +91,7 @@ CONSUMERS: dict[Family, tuple[str, ...]] = {
     Family.DNS: ("ingress-watcher",),
     Family.ROUTE: ("dns-writer", "ingress-watcher"),
     Family.ADMISSION: ("ingress-watcher",),
+    Family.SESSION: ("ingress-watcher",),
 }
 
 
@@ -138,6 +141,9 @@ class ObjectRef(Model):
     namespace: Namespace | Literal["-"]
     name: K8sName
     uid: str | None = None
+    generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation of the object, where it matters."
+    )
 
 
 class BackendRef(Model):
@@ -334,6 +340,9 @@ class LoadBalancerServiceDesired(Event):
     ip_family_policy: Literal["SingleStack", "PreferDualStack", "RequireDualStack"] = "SingleStack"
     external_traffic_policy: Literal["Cluster", "Local"] = "Cluster"
     vip: VipRequest = Field(default_factory=VipRequest)
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation of the Service."
+    )
 
     def key(self) -> tuple[str, ...]:
         return (self.namespace, self.service)
@@ -379,6 +388,9 @@ class PoolDesired(Event):
     auto_assign: bool = True
     default: bool = False
     announce: PoolAnnouncement | None = None
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation of the VipPool."
+    )
 
     def key(self) -> tuple[str, ...]:
         return (self.pool,)
@@ -430,6 +442,9 @@ class PeerDesired(Event):
     graceful_restart: bool = True
     bfd: bool = False
     max_prefixes: int | None = Field(default=None, ge=1)
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation of the BgpPeer."
+    )
 
     def key(self) -> tuple[str, ...]:
         return (self.peer,)
@@ -721,6 +736,9 @@ class Problem(Model):
     message: Message
     host: str | None = Field(default=None, max_length=512)
     path: str | None = Field(default=None, max_length=2048)
+    winner: ObjectRef | None = Field(
+        default=None, description="For ClaimConflict: the object whose older claim holds it."
+    )
 
 
 class AdmissionAccepted(Event):
@@ -732,6 +750,9 @@ class AdmissionAccepted(Event):
     component: str = Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")
     object: ObjectRef
     observed_generation: int = Field(ge=0, description="metadata.generation of the object.")
+    warnings: list[Problem] = Field(
+        default_factory=list, description="Accepted, but with something the owner should fix."
+    )
 
     def key(self) -> tuple[str, ...]:
         return (self.component, self.object.kind, self.object.namespace, self.object.name)
@@ -753,6 +774,43 @@ class AdmissionRejected(Event):
 
     def key(self) -> tuple[str, ...]:
         return (self.component, self.object.kind, self.object.namespace, self.object.name)
+
+
+class AdmissionCleared(Event):
+    """The object is gone: its earlier verdict no longer applies."""
+
+    family = Family.ADMISSION
+    name = "cleared"
+    producer = "any"
+    summary = "The object was deleted; its earlier verdict no longer applies."
+
+    component: str = Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")
+    object: ObjectRef
+
+    def key(self) -> tuple[str, ...]:
+        return (self.component, self.object.kind, self.object.namespace, self.object.name)
+
+
+# --------------------------------------------------------------------------- BGP sessions
+
+
+class SessionStatus(Event):
+    """The state of one BGP session of one node, for the BgpPeer's status."""
+
+    family = Family.SESSION
+    name = "status"
+    producer = "bgp-speaker"
+    summary = "The state of one node's BGP session with one peer."
+
+    node: NodeName
+    peer: K8sName
+    state: str = Field(pattern=r"^[A-Za-z]{1,32}$", description="Idle, Connect, Established...")
+    established: bool
+    message: Message = ""
+    since: str | None = Field(default=None, description="RFC 3339 time of the last change.")
+
+    def key(self) -> tuple[str, ...]:
+        return (self.node, self.peer)
 
 
 PoolDesired.model_rebuild()
@@ -784,6 +842,8 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     RouteWithdrawn,
     AdmissionAccepted,
     AdmissionRejected,
+    AdmissionCleared,
+    SessionStatus,
 )
 
 EVENTS_BY_CE_TYPE: dict[str, type[Event]] = {cls.ce_type(): cls for cls in ALL_EVENTS}
@@ -798,5 +858,6 @@ TOMBSTONES: frozenset[type[Event]] = frozenset(
         L4Removed,
         L7Removed,
         DnsRemoved,
+        AdmissionCleared,
     }
 )

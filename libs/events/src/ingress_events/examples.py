@@ -186,4 +186,13 @@ def examples(generation: int = 1) -> list[c.Event]:
                 )
             ],
         ),
+        c.AdmissionCleared(generation=g, component="ingress-watcher", object=_INGRESS),
+        c.SessionStatus(
+            generation=g,
+            node="node-a",
+            peer="tor-a",
+            state="Established",
+            established=True,
+            since="2026-11-22T02:00:00Z",
+        ),
     ]
