@@ -1,0 +1,355 @@
+"""Wiring: vip / backend / pool events -> derive -> read kernel -> plan -> apply -> verify -> l4.*.
+
+Every reconcile is level-triggered and whole: it derives the desired state from the newest event
+of every key, reads the kernel, applies the fewest writes and reads the kernel back. l4.programmed
+is published only for what the read-back shows; nothing is published again unless it changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+from ingress_events import catalogue as c
+from ingress_events.bus import Consumer, ConsumerSpec
+from ingress_events.envelope import Envelope
+from ingress_events.generation import GenerationClock
+from ingress_events.state import LatestByKey
+from ingress_runtime import ServiceContext
+
+from .adapters.addresses import DummyVips
+from .adapters.base import Dataplane
+from .adapters.ipvs import IpvsDataplane
+from .adapters.nftables import NftDataplane
+from .domain.desired import BackendKey, DeriveConfig, Derived, ObjectProblem, VipIntent, derive
+from .domain.model import KernelState, describe
+from .domain.plan import DrainKey, plan
+from .settings import L4ProgrammerSettings
+
+COMPONENT = "l4-programmer"
+
+
+def choose_dataplane(settings: L4ProgrammerSettings) -> Dataplane:
+    vips = DummyVips(settings.vip_interface, settings.netns)
+    nft = NftDataplane(settings.nft_table, vips, settings.netns)
+    if settings.dataplane == "nftables":
+        return nft
+    ipvs = IpvsDataplane(vips)
+    if settings.dataplane == "ipvs":
+        return ipvs
+    return ipvs if settings.netns is None and ipvs.unavailable() is None else nft
+
+
+def durable_name(node: str, family: c.Family) -> str:
+    return f"{COMPONENT}-{re.sub(r'[^A-Za-z0-9_-]', '-', node)}-{family.value}"
+
+
+class L4ProgrammerApp:
+    def __init__(
+        self,
+        ctx: ServiceContext[L4ProgrammerSettings],
+        dataplane: Dataplane | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ctx = ctx
+        self._settings = ctx.settings
+        self._log = ctx.log.bind(node=ctx.settings.node_name)
+        self._dataplane = dataplane
+        self._clock = clock
+        self._inputs: LatestByKey[c.Event] = LatestByKey()
+        self._vip_keys: set[tuple[str, ...]] = set()
+        self._published: dict[tuple[str, ...], c.Event] = {}
+        self._generations = GenerationClock()
+        self._drains: dict[DrainKey, float] = {}
+        self._consumers: list[Consumer] = []
+        self._dirty = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._unavailable: str | None = None
+        self.reconciles = 0
+        self.last_writes = -1
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        s = self._settings
+        readiness = self._ctx.readiness
+        readiness.require("dataplane")
+        readiness.require("replayed")
+        if self._dataplane is None:
+            self._dataplane = await asyncio.to_thread(choose_dataplane, s)
+        self._unavailable = await asyncio.to_thread(self._dataplane.unavailable)
+        self._log.info("dataplane", dataplane=self._dataplane.name, unavailable=self._unavailable)
+        bus = self._ctx.bus
+        for family in (c.Family.POOL, c.Family.VIP, c.Family.BACKEND):
+            for envelope in (await bus.replay(family)).values():
+                self._offer(envelope)
+        # What this node said last (events and admissions), so a restart repeats nothing.
+        for family, prefix in ((c.Family.L4, (s.node_name,)), (c.Family.ADMISSION, (COMPONENT,))):
+            for envelope in (await bus.replay(family, prefix)).values():
+                self._published[self._slot(envelope.event)] = envelope.event
+        await self.reconcile()
+        readiness.set("replayed")
+        for family in (c.Family.POOL, c.Family.VIP, c.Family.BACKEND):
+            self._consumers.append(
+                await bus.consume(
+                    ConsumerSpec(durable_name(s.node_name, family), family), self._handle
+                )
+            )
+        self._task = asyncio.create_task(self._loop(), name="l4-reconcile")
+
+    async def stop(self) -> None:
+        for consumer in self._consumers:
+            await consumer.stop()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _handle(self, envelope: Envelope[c.Event]) -> None:
+        if self._offer(envelope):
+            self._dirty.set()
+
+    async def _loop(self) -> None:
+        s = self._settings
+        while True:
+            timeout = s.drain_poll_seconds if self._drains else s.resync_seconds
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), timeout=timeout)
+            self._dirty.clear()
+            try:
+                await self.reconcile()
+            except Exception:
+                self._log.exception("reconcile failed; retrying at the next tick")
+
+    # ------------------------------------------------------------------ reconcile
+
+    def _derive(self) -> Derived:
+        s = self._settings
+        assert self._dataplane is not None
+        endpoints: dict[BackendKey, c.BackendEndpoints] = {}
+        for e in self._inputs.live(c.Family.BACKEND):
+            if isinstance(e, c.BackendEndpoints):
+                endpoints[(e.namespace, e.service, e.port)] = e
+        released = [e for e in self._released() if isinstance(e, c.VipReleased)]
+        return derive(
+            assigned=[e for e in self._inputs.live(c.Family.VIP) if isinstance(e, c.VipAssigned)],
+            released=released,
+            endpoints=endpoints,
+            pools=[e for e in self._inputs.live(c.Family.POOL) if isinstance(e, c.PoolDesired)],
+            config=DeriveConfig(
+                pool_namespace=s.pool_namespace,
+                pool_service=s.pool_service,
+                pool_ports=frozenset(s.pool_ports),
+                scheduler=s.scheduler,
+                weight=s.weight if self._dataplane.name == "ipvs" else 1,
+                tunnel=self._dataplane.forward == "tunnel",
+            ),
+        )
+
+    def _released(self) -> list[c.Event]:
+        out: list[c.Event] = []
+        for owner_key in sorted(self._vip_keys):
+            event = self._inputs.get(c.Family.VIP, owner_key)
+            if isinstance(event, c.VipReleased):
+                out.append(event)
+        return out
+
+    def _offer(self, envelope: Envelope[c.Event]) -> bool:
+        if envelope.event.family == c.Family.VIP:
+            # LatestByKey lists live events only; the tombstones' keys are kept here.
+            self._vip_keys.add(envelope.event.key())
+        return self._inputs.offer(envelope)
+
+    async def reconcile(self) -> int:
+        """One pass; returns the kernel writes it made (0 on a converged node)."""
+        assert self._dataplane is not None
+        self.reconciles += 1
+        derived = self._derive()
+        if self._unavailable is not None:
+            self._unavailable = await asyncio.to_thread(self._dataplane.unavailable)
+        if self._unavailable is not None:
+            self._ctx.readiness.set("dataplane", False)
+            self._log.error("dataplane unavailable", reason=self._unavailable)
+            for vip, intent in sorted(derived.vips.items()):
+                await self._emit_not_ready(
+                    vip, "DataplaneUnavailable", self._unavailable, intent.observed_generation
+                )
+            await self._emit_problems(derived.problems)
+            self.last_writes = 0
+            return 0
+        self._ctx.readiness.set("dataplane")
+        current = await asyncio.to_thread(self._dataplane.read)
+        p = plan(
+            derived.desired,
+            current,
+            forward=self._dataplane.forward,
+            now=self._clock(),
+            drains=self._drains,
+            drain_timeout=self._settings.drain_timeout_seconds,
+        )
+        writes = 0
+        after = current
+        if p.ops:
+            self._log.info("applying", writes=len(p.ops), ops=[describe(op) for op in p.ops[:50]])
+            writes = await asyncio.to_thread(self._dataplane.apply, current, p.ops)
+            after = await asyncio.to_thread(self._dataplane.read)
+        self._drains = dict(p.drains)
+        self.last_writes = writes
+        await self._publish(derived, after)
+        return writes
+
+    # ------------------------------------------------------------------ events out
+
+    async def _publish(self, derived: Derived, after: KernelState) -> None:
+        node = self._settings.node_name
+        assert self._dataplane is not None
+        for vip, intent in sorted(derived.vips.items()):
+            if intent.problem is not None:
+                self._log.warning(
+                    "VIP refused",
+                    vip=vip,
+                    reason=intent.problem.reason,
+                    message=intent.problem.message,
+                )
+                await self._emit_not_ready(
+                    vip, intent.problem.reason, intent.problem.message, intent.observed_generation
+                )
+                continue
+            await self._emit_programmed(derived, intent, after)
+        for vip in sorted(derived.desired.released):
+            gone = vip not in after.addresses and not any(k.vip == vip for k in after.services)
+            last = self._published.get((c.Family.L4.value, node, vip))
+            if gone and last is not None and not isinstance(last, c.L4Removed):
+                await self._emit(c.L4Removed(generation=self._gen(last), node=node, vip=vip))
+        await self._emit_problems(derived.problems)
+
+    async def _emit_programmed(
+        self, derived: Derived, intent: VipIntent, after: KernelState
+    ) -> None:
+        assert self._dataplane is not None
+        services: list[c.VirtualService] = []
+        wrong: list[str] = []
+        vip = intent.vip
+        if vip not in after.addresses:
+            wrong.append(f"{vip} is not bound on {self._settings.vip_interface}")
+        for key in intent.services:
+            spec = derived.desired.services[key]
+            have = after.services.get(key)
+            if have is None:
+                wrong.append(f"{key} is missing")
+                continue
+            if have.scheduler != spec.scheduler:
+                wrong.append(f"{key} has scheduler {have.scheduler}, not {spec.scheduler}")
+            for real, weight in spec.reals.items():
+                dest = have.dests.get(real)
+                if dest is None or dest.weight != weight or dest.forward != self._dataplane.forward:
+                    wrong.append(f"{key} -> {real} is {dest}, not weight {weight}")
+            services.append(
+                c.VirtualService(
+                    port=key.port,
+                    protocol=key.protocol,
+                    scheduler=have.scheduler,
+                    real_servers=len(have.dests),
+                    ready_real_servers=sum(1 for d in have.dests.values() if d.weight > 0),
+                )
+            )
+        if wrong:
+            await self._emit_not_ready(
+                vip, "VerifyFailed", "; ".join(wrong)[:4000], intent.observed_generation
+            )
+            return
+        if not any(s.ready_real_servers for s in services):
+            await self._emit_not_ready(
+                vip,
+                "NoReadyRealServers",
+                f"programmed, but no ready real server behind {vip} on any port",
+                intent.observed_generation,
+            )
+            return
+        node = self._settings.node_name
+        last = self._published.get((c.Family.L4.value, node, vip))
+        await self._emit(
+            c.L4Programmed(
+                generation=self._gen(last),
+                node=node,
+                vip=vip,
+                dataplane=self._dataplane.name,
+                services=services,
+                observed_generation=intent.observed_generation,
+            )
+        )
+
+    async def _emit_not_ready(
+        self, vip: str, reason: str, message: str, observed: int | None
+    ) -> None:
+        node = self._settings.node_name
+        last = self._published.get((c.Family.L4.value, node, vip))
+        await self._emit(
+            c.L4NotReady(
+                generation=self._gen(last),
+                node=node,
+                vip=vip,
+                reason=reason,
+                message=message[:4000],
+                observed_generation=observed,
+            )
+        )
+
+    async def _emit_problems(self, problems: list[ObjectProblem]) -> None:
+        by_object: dict[tuple[str, str, str], list[ObjectProblem]] = defaultdict(list)
+        for p in problems:
+            by_object[(p.kind, p.namespace, p.name)].append(p)
+        for (kind, ns, name), items in sorted(by_object.items()):
+            ref = c.ObjectRef(kind=kind, namespace=ns, name=name)
+            last = self._published.get((c.Family.ADMISSION.value, COMPONENT, kind, ns, name))
+            for p in items:
+                self._log.warning(
+                    "rejected", object=f"{kind}/{ns}/{name}", reason=p.reason, message=p.message
+                )
+            await self._emit(
+                c.AdmissionRejected(
+                    generation=self._gen(last),
+                    component=COMPONENT,
+                    object=ref,
+                    observed_generation=0,
+                    problems=[
+                        c.Problem(reason=p.reason, field=p.field, message=p.message) for p in items
+                    ],
+                )
+            )
+        # An object whose problems are gone is accepted again, so its rejection does not linger.
+        for last in list(self._published.values()):
+            if isinstance(last, c.AdmissionRejected):
+                obj = last.object
+                if (obj.kind, obj.namespace, obj.name) not in by_object:
+                    await self._emit(
+                        c.AdmissionAccepted(
+                            generation=self._gen(last),
+                            component=COMPONENT,
+                            object=obj,
+                            observed_generation=0,
+                        )
+                    )
+
+    def _gen(self, last: c.Event | None) -> int:
+        return self._generations.next(last.generation if last else None)
+
+    @staticmethod
+    def _slot(event: c.Event) -> tuple[str, ...]:
+        return (event.family.value, *event.key())
+
+    async def _emit(self, event: c.Event) -> None:
+        slot = self._slot(event)
+        last = self._published.get(slot)
+        if (
+            last is not None
+            and type(last) is type(event)
+            and last.model_dump(exclude={"generation"}) == event.model_dump(exclude={"generation"})
+        ):
+            return
+        await self._ctx.bus.publish(event)
+        self._published[slot] = event

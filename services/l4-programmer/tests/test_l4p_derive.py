@@ -1,0 +1,171 @@
+"""Events -> desired state: pools, owners, real servers, and every refusal with its reason;
+plus the golden plans of one scenario for both dataplanes (UPDATE_GOLDEN=1 rewrites them)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from ingress_events import catalogue as c
+from ingress_l4_programmer.domain.desired import DeriveConfig, derive
+from ingress_l4_programmer.domain.model import EMPTY_KERNEL, Real, VsKey, apply_ops, describe
+from ingress_l4_programmer.domain.nft import render_table
+from ingress_l4_programmer.domain.plan import plan
+from l4p_factories import domain_vip, endpoints, envoy_pool, pool, service_vip
+
+pytestmark = pytest.mark.unit
+
+GOLDEN = Path(__file__).parent / "golden"
+IPVS = DeriveConfig("ingress-domain", "envoy", frozenset({80, 443}), "mh", weight=100, tunnel=True)
+NFT = DeriveConfig(
+    "ingress-domain", "envoy", frozenset({80, 443}), "numgen", weight=1, tunnel=False
+)
+
+
+def _backends(*events: c.BackendEndpoints) -> dict[tuple[str, str, int], c.BackendEndpoints]:
+    return {(e.namespace, e.service, e.port): e for e in events}
+
+
+def scenario() -> dict[str, object]:
+    return {
+        "assigned": [
+            domain_vip("shop.example.com", "198.51.100.10", gen=10),
+            domain_vip("blog.example.com", "198.51.100.11", gen=11),
+            service_vip("team-a", "db", "198.51.100.20", (5432,), gen=12),
+            domain_vip("stray.example.com", "203.0.113.9", gen=13),  # outside every pool
+            service_vip("team-b", "cache", "198.51.100.20", (6379,), gen=14),  # no sharing key
+        ],
+        "released": [
+            c.VipReleased(
+                generation=20,
+                owner=c.VipOwner(kind="domain", host="old.example.com"),
+                addresses=["198.51.100.30"],
+            )
+        ],
+        "endpoints": _backends(
+            *envoy_pool(["10.0.1.1", "10.0.1.2", "10.0.1.3"]),
+            endpoints(
+                "team-a",
+                "db",
+                5432,
+                ["10.0.2.1", "127.0.0.1", "10.0.2.2"],
+                terminating=("10.0.2.2",),
+            ),
+        ),
+        "pools": [pool()],
+    }
+
+
+def test_scenario_refusals_are_local_and_explained() -> None:
+    d = derive(config=IPVS, **scenario())  # type: ignore[arg-type]
+    assert d.vips["203.0.113.9"].problem is not None
+    assert d.vips["203.0.113.9"].problem.reason == "VipOutsidePool"
+    assert "203.0.113.9" not in d.desired.addresses
+    reasons = {(p.kind, p.namespace, p.name, p.reason) for p in d.problems}
+    assert reasons == {
+        ("Service", "team-b", "cache", "AddressInUse"),
+        ("Service", "team-a", "db", "InvalidRealServer"),
+    }
+    assert d.desired.addresses == {"198.51.100.10", "198.51.100.11", "198.51.100.20"}
+    db = d.desired.services[VsKey("198.51.100.20", "TCP", 5432)]
+    # The loopback endpoint is refused; the terminating one is kept, drained (weight 0).
+    assert db.reals == {Real("10.0.2.1", 5432): 100, Real("10.0.2.2", 5432): 0}
+    assert d.desired.released == {"198.51.100.30"}
+
+
+def test_shared_vip_with_a_common_key_but_a_clashing_port() -> None:
+    d = derive(
+        assigned=[
+            service_vip("a", "web", "198.51.100.5", (80, 8080), gen=1, sharing_key="k"),
+            service_vip("b", "web", "198.51.100.5", (8080, 9090), gen=2, sharing_key="k"),
+        ],
+        released=[],
+        endpoints={},
+        pools=[pool()],
+        config=IPVS,
+    )
+    assert sorted(k.port for k in d.desired.services) == [80, 8080, 9090]
+    [problem] = d.problems
+    assert (problem.name, problem.reason) == ("web", "PortClash") and problem.namespace == "b"
+
+
+def test_tunnel_mode_refuses_a_rewritten_port_and_nat_mode_accepts_it() -> None:
+    eps = _backends(
+        *[
+            endpoints("ingress-domain", "envoy", p, ["10.0.1.1"], target_port=8080 + p)
+            for p in (80, 443)
+        ]
+    )
+    args = {
+        "assigned": [domain_vip("a.example.com", "198.51.100.10")],
+        "released": [],
+        "endpoints": eps,
+        "pools": [pool()],
+    }
+    ipvs = derive(config=IPVS, **args)  # type: ignore[arg-type]
+    assert {p.reason for p in ipvs.problems} == {"InvalidRealServer"}
+    assert all(not s.reals for s in ipvs.desired.services.values())
+    nft = derive(config=NFT, **args)  # type: ignore[arg-type]
+    assert nft.problems == []
+    assert nft.desired.services[VsKey("198.51.100.10", "TCP", 80)].reals == {
+        Real("10.0.1.1", 8160): 1
+    }
+
+
+def test_a_vip_in_a_range_but_excluded_is_outside() -> None:
+    p = c.PoolDesired(
+        generation=1,
+        pool="r",
+        ranges=[c.AddressRange(first="198.51.100.10", last="198.51.100.20")],
+        exclude=["198.51.100.15"],
+    )
+    for vip, inside in (
+        ("198.51.100.12", True),
+        ("198.51.100.15", False),
+        ("198.51.100.21", False),
+    ):
+        d = derive([domain_vip("a.example.com", vip)], [], {}, [p], IPVS)
+        assert (d.vips[vip].problem is None) is inside
+
+
+octets = st.integers(1, 254)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    good=st.lists(octets, min_size=1, max_size=6, unique=True),
+    bad=st.lists(octets, min_size=1, max_size=4, unique=True),
+)
+def test_a_bad_vip_never_changes_the_good_ones(good: list[int], bad: list[int]) -> None:
+    good_vips = [domain_vip(f"g{i}.example.com", f"198.51.100.{i}", gen=i) for i in good]
+    bad_vips = [domain_vip(f"b{i}.example.com", f"203.0.113.{i}", gen=300 + i) for i in bad]
+    eps = _backends(*envoy_pool(["10.0.1.1"]))
+    alone = derive(good_vips, [], eps, [pool()], IPVS)
+    mixed = derive(good_vips + bad_vips, [], eps, [pool()], IPVS)
+    assert mixed.desired == alone.desired
+    assert all(mixed.vips[f"203.0.113.{i}"].problem is not None for i in bad)
+
+
+def _golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.write_text(text)
+    assert path.read_text() == text, (
+        f"{name} differs from the golden file (UPDATE_GOLDEN=1 rewrites)"
+    )
+
+
+def test_golden_ipvs_plan() -> None:
+    d = derive(config=IPVS, **scenario())  # type: ignore[arg-type]
+    p = plan(d.desired, EMPTY_KERNEL, forward="tunnel", now=0.0)
+    _golden("ipvs-plan.txt", "".join(describe(op) + "\n" for op in p.ops))
+    assert plan(d.desired, apply_ops(EMPTY_KERNEL, p.ops), forward="tunnel", now=1.0).ops == []
+
+
+def test_golden_nftables_ruleset() -> None:
+    d = derive(config=NFT, **scenario())  # type: ignore[arg-type]
+    p = plan(d.desired, EMPTY_KERNEL, forward="nat", now=0.0)
+    _golden("nftables.nft", render_table("ingress_l4", apply_ops(EMPTY_KERNEL, p.ops).services))

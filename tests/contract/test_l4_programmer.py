@@ -1,0 +1,145 @@
+"""l4-programmer in-process against a real nats-server: vip / backend / pool events in, l4.* and
+admission events out, each checked against the committed schemas by ``event_capture``. The
+kernel is the in-memory fake here; the real ones are in services/l4-programmer/tests."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import structlog
+from ingress_events import catalogue as c
+from ingress_events.bus import Bus
+from ingress_l4_programmer.adapters.base import FakeDataplane
+from ingress_l4_programmer.app import L4ProgrammerApp
+from ingress_l4_programmer.settings import L4ProgrammerSettings
+from ingress_runtime import Readiness, ServiceContext
+from ingress_testkit.capture import Captured, EventCapture
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "services/l4-programmer/tests"))
+from l4p_factories import domain_vip, endpoints, envoy_pool, pool, service_vip
+
+pytestmark = pytest.mark.contract
+
+
+def _app(bus: Bus, dataplane: FakeDataplane) -> L4ProgrammerApp:
+    settings = L4ProgrammerSettings(node_name="node-a", resync_seconds=0.2, drain_poll_seconds=0.1)
+    ctx = ServiceContext(
+        name="l4-programmer",
+        settings=settings,
+        bus=bus,
+        readiness=Readiness(),
+        log=structlog.get_logger("l4-programmer"),
+    )
+    return L4ProgrammerApp(ctx, dataplane=dataplane)
+
+
+@pytest.fixture
+def kernel() -> FakeDataplane:
+    return FakeDataplane("ipvs")
+
+
+def _is(cls: type[c.Event], vip: str | None = None):  # type: ignore[no-untyped-def]
+    def match(cap: Captured) -> bool:
+        e = cap.envelope.event
+        return isinstance(e, cls) and (vip is None or getattr(e, "vip", None) == vip)
+
+    return match
+
+
+async def test_programs_vips_and_reports_bad_input_locally(
+    bus: Bus, event_capture: EventCapture, kernel: FakeDataplane
+) -> None:
+    await bus.publish(pool())
+    for e in envoy_pool(["10.0.1.1", "10.0.1.2"]):
+        await bus.publish(e)
+    app = _app(bus, kernel)
+    await app.start()
+    try:
+        await bus.publish(domain_vip("shop.example.com", "198.51.100.10", gen=10))
+        await bus.publish(domain_vip("stray.example.com", "203.0.113.9", gen=11))
+        await bus.publish(service_vip("team-a", "db", "198.51.100.20", (5432,), gen=12))
+        await bus.publish(endpoints("team-a", "db", 5432, ["10.0.2.1", "127.0.0.1"]))
+
+        [ok] = await event_capture.wait_for(_is(c.L4Programmed, "198.51.100.10"))
+        event = ok.envelope.event
+        assert isinstance(event, c.L4Programmed)
+        assert ok.subject == "ingress.v1.l4.node-a.198_51_100_10"
+        assert event.dataplane == "ipvs" and event.observed_generation == 10
+        assert [
+            (s.port, s.scheduler, s.real_servers, s.ready_real_servers) for s in event.services
+        ] == [
+            (80, "mh", 2, 2),
+            (443, "mh", 2, 2),
+        ]
+        [bad] = await event_capture.wait_for(_is(c.L4NotReady, "203.0.113.9"))
+        assert isinstance(bad.envelope.event, c.L4NotReady)
+        assert bad.envelope.event.reason == "VipOutsidePool"
+        [rej] = await event_capture.wait_for(_is(c.AdmissionRejected))
+        assert isinstance(rej.envelope.event, c.AdmissionRejected)
+        assert rej.envelope.event.object.name == "db"
+        assert rej.envelope.event.problems[0].reason == "InvalidRealServer"
+        await event_capture.wait_for(_is(c.L4Programmed, "198.51.100.20"))
+        assert "203.0.113.9" not in kernel.state.addresses
+
+        # Converged: a reconcile writes nothing and publishes nothing new.
+        published = len(event_capture.events)
+        assert await app.reconcile() == 0
+        assert len(event_capture.events) == published
+
+        # The bad endpoint goes away: the rejection is lifted with an acceptance.
+        await bus.publish(endpoints("team-a", "db", 5432, ["10.0.2.1"], gen=6))
+        await event_capture.wait_for(_is(c.AdmissionAccepted))
+
+        # Release: the kernel state goes, then l4.removed.
+        await bus.publish(
+            c.VipReleased(
+                generation=50,
+                owner=c.VipOwner(kind="domain", host="shop.example.com"),
+                addresses=["198.51.100.10"],
+            )
+        )
+        await event_capture.wait_for(_is(c.L4Removed, "198.51.100.10"))
+        assert "198.51.100.10" not in kernel.state.addresses
+        assert all(k.vip != "198.51.100.10" for k in kernel.state.services)
+    finally:
+        await app.stop()
+
+
+async def test_restart_publishes_nothing_and_writes_nothing(
+    bus: Bus, event_capture: EventCapture, kernel: FakeDataplane
+) -> None:
+    await bus.publish(pool())
+    for e in envoy_pool(["10.0.1.1"]):
+        await bus.publish(e)
+    await bus.publish(domain_vip("shop.example.com", "198.51.100.10"))
+    app = _app(bus, kernel)
+    await app.start()
+    await event_capture.wait_for(_is(c.L4Programmed))
+    await app.stop()
+    before = len(event_capture.events)
+    writes = len(kernel.writes)
+    again = _app(bus, kernel)
+    await again.start()
+    try:
+        assert again.last_writes == 0 and len(kernel.writes) == writes
+        assert len(event_capture.events) == before
+    finally:
+        await again.stop()
+
+
+async def test_missing_kernel_module_is_a_clear_not_ready(
+    bus: Bus, event_capture: EventCapture
+) -> None:
+    await bus.publish(pool())
+    await bus.publish(domain_vip("shop.example.com", "198.51.100.10"))
+    app = _app(bus, FakeDataplane("ipvs", missing="the ip_vs kernel module is not loaded"))
+    await app.start()
+    try:
+        [out] = await event_capture.wait_for(_is(c.L4NotReady))
+        assert isinstance(out.envelope.event, c.L4NotReady)
+        assert out.envelope.event.reason == "DataplaneUnavailable"
+        assert "ip_vs" in out.envelope.event.message
+    finally:
+        await app.stop()
