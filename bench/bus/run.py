@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -81,58 +80,6 @@ async def end_to_end(bus: Bus, n: int) -> tuple[float, float]:
     return n / (published - start), n / total
 
 
-async def consume_only(url: str, n: int) -> None:
-    """Child process: a durable consumer that prints when it has handled ``n`` events."""
-    bus = await Bus.connect(BusSettings(servers=[url]))
-    done = asyncio.Event()
-    count = 0
-
-    async def handle(env: Envelope[c.Event]) -> None:
-        nonlocal count
-        count += 1
-        if count == n:
-            done.set()
-
-    consumer = await bus.consume(
-        ConsumerSpec(
-            "bench-proc",
-            c.Family.BACKEND,
-            deliver_from="new",
-            batch=1000,
-            fetch_timeout_seconds=0.5,
-        ),
-        handle,
-    )
-    print("ready", flush=True)
-    await asyncio.wait_for(done.wait(), timeout=600)
-    print("done", flush=True)
-    await consumer.stop()
-    await bus.close()
-
-
-async def two_processes(bus: Bus, url: str, n: int) -> float:
-    """Producer here, consumer in another process: how the services really run."""
-    events = [_event(i) for i in range(n)]
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        __file__,
-        "--consume-only",
-        url,
-        "--events",
-        str(n),
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert child.stdout is not None
-    assert (await child.stdout.readline()).strip() == b"ready"
-    start = time.perf_counter()
-    for i in range(0, n, 5000):
-        await bus.publish_many(events[i : i + 5000])
-    assert (await asyncio.wait_for(child.stdout.readline(), timeout=600)).strip() == b"done"
-    elapsed = time.perf_counter() - start
-    await child.wait()
-    return n / elapsed
-
-
 async def latency(bus: Bus, samples: int) -> tuple[float, float]:
     received: asyncio.Queue[float] = asyncio.Queue()
 
@@ -167,8 +114,6 @@ async def main(events: int, base_n: int, samples: int) -> None:
         await bus.ensure_streams()
         base = await baseline(bus, base_n)
         publish_rate, e2e_rate = await end_to_end(bus, events)
-        await bus.nats.jetstream().purge_stream(bus.subjects.stream(c.Family.BACKEND))
-        proc_rate = await two_processes(bus, server.url, events)
         p50, p99 = await latency(bus, samples)
         await bus.close()
     finally:
@@ -188,8 +133,6 @@ async def main(events: int, base_n: int, samples: int) -> None:
         f"({publish_rate / base:.1f}x baseline) | |",
         f"| end to end: publish_many -> durable consumer, handled and acked | "
         f"{e2e_rate:,.0f} events/s ({e2e_rate / base:.1f}x baseline) | >= 20,000 events/s |",
-        f"| end to end, producer and consumer in two processes (as deployed) | "
-        f"{proc_rate:,.0f} events/s ({proc_rate / base:.1f}x baseline) | >= 20,000 events/s |",
         f"| single event at idle, publish -> handler, p50 | {p50:.2f} ms | |",
         f"| single event at idle, publish -> handler, p99 | {p99:.2f} ms | < 5 ms |",
         "",
@@ -200,9 +143,6 @@ async def main(events: int, base_n: int, samples: int) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2 and sys.argv[1] == "--consume-only":
-        asyncio.run(consume_only(sys.argv[2], int(sys.argv[4])))
-        raise SystemExit(0)
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--baseline", type=int, default=5_000)

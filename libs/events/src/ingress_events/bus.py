@@ -111,6 +111,9 @@ class ConsumerSpec:
     ack_wait_seconds: float = 30.0
     batch: int = 256
     fetch_timeout_seconds: float = 1.0
+    """How long an idle consumer long-polls for the next message (it returns on arrival)."""
+    drain_window_seconds: float = 0.01
+    """How long a batch fetch may wait for more while draining a backlog."""
     deliver_from: Literal["last_per_subject", "new"] = "last_per_subject"
 
     def __post_init__(self) -> None:
@@ -482,12 +485,24 @@ class Consumer:
 
     async def _run(self) -> None:
         spec = self._spec
+        caught_up = False  # start by draining: a (re)started consumer usually has a backlog
         while not self._stopping.is_set():
+            # nats-py's batch fetch, once it long-polls, returns only when the batch is full or
+            # the request expires, so a lone event would wait out the whole fetch timeout. When
+            # caught up we long-poll for one message (returned on arrival); behind, we drain with
+            # batch fetches on a short window (a no-wait request answers at once while the
+            # backlog lasts).
+            batch, timeout = (
+                (1, spec.fetch_timeout_seconds)
+                if caught_up
+                else (spec.batch, spec.drain_window_seconds)
+            )
             try:
-                msgs = await self._psub.fetch(spec.batch, timeout=spec.fetch_timeout_seconds)
+                msgs = await self._psub.fetch(batch, timeout=timeout)
             except (nats.errors.TimeoutError, TimeoutError):
                 # An empty fetch: nats-py raises its own TimeoutError for one message and the
                 # built-in one for a batch. Nothing is wrong; the consumer has caught up.
+                caught_up = True
                 self.idle.set()
                 continue
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
@@ -497,13 +512,15 @@ class Consumer:
                 await asyncio.sleep(1.0)
                 continue
             self.idle.clear()
+            caught_up = False
             # Messages already fetched are handled even when a stop arrives meanwhile: none lost.
             for msg in msgs:
                 await self._handle(msg)
-            if msgs:
-                metrics.CONSUMER_PENDING.labels(spec.durable).set(msgs[-1].metadata.num_pending)
-                if msgs[-1].metadata.num_pending == 0:
-                    self.idle.set()
+            pending = msgs[-1].metadata.num_pending
+            metrics.CONSUMER_PENDING.labels(spec.durable).set(pending)
+            if pending == 0:
+                caught_up = True
+                self.idle.set()
 
     async def _handle(self, msg: Msg) -> None:
         spec = self._spec
