@@ -95,12 +95,25 @@ async def test_examples_become_the_desired_state(
     assert isinstance(peer.envelope.event, c.PeerDesired)
     assert peer.envelope.event.password_hash is not None
 
-    [rejected] = await event_capture.wait_for(_is(c.AdmissionRejected))
-    event = rejected.envelope.event
+    rejections = await event_capture.wait_for(_is(c.AdmissionRejected), count=2)
+    by_name = {
+        cap.envelope.event.object.name: cap.envelope.event  # type: ignore[attr-defined]
+        for cap in rejections
+    }
+    event = by_name["take-checkout"]
     assert isinstance(event, c.AdmissionRejected)
-    assert (event.object.namespace, event.object.name) == ("blog", "take-checkout")
+    assert event.object.namespace == "blog"
     assert [p.reason for p in event.problems] == ["OwnershipDenied"]
+    assert event.problems[0].winner is None
     assert event.component == "ingress-watcher"
+    conflict = by_name["web-copy"]
+    assert isinstance(conflict, c.AdmissionRejected)
+    assert [p.reason for p in conflict.problems] == ["ClaimConflict"]
+    assert conflict.problems[0].winner == c.ObjectRef(kind="Ingress", namespace="shop", name="web")
+    assert conflict.observed_generation == 2
+    # The loser contributes nothing, so it is not a source (and gets no VIP); the winner's
+    # metadata.generation travels with it.
+    assert [(s.name, s.generation) for s in domain.sources] == [("blog", None), ("web", 3)]
     # The rejected /checkout never reaches the owner's domain.
     assert all(r.path != "/checkout" for r in domain.routes)
     # No Secret material travels: only the reference and the hash.
@@ -145,6 +158,20 @@ async def test_a_change_publishes_only_its_key_and_a_removal_a_tombstone(
     )
     assert {r.path for r in shop.envelope.event.routes} == {"/", "/healthz"}  # type: ignore[attr-defined]
     await event_capture.wait_for(_is(c.BackendDeleted, service="feed", port=8080))
+    # The deleted Ingresses' verdicts are cleared, each above its verdict's generation.
+    cleared = await event_capture.wait_for(_is(c.AdmissionCleared), count=3)
+    names = {cap.envelope.event.object.name for cap in cleared}  # type: ignore[attr-defined]
+    assert names == {"take-checkout", "web-copy", "blog"}
+    for cap in cleared:
+        verdicts = [
+            e
+            for e in [
+                *event_capture.of_type(c.AdmissionAccepted),
+                *event_capture.of_type(c.AdmissionRejected),
+            ]
+            if e.key() == cap.envelope.event.key()
+        ]
+        assert verdicts and cap.envelope.event.generation > max(v.generation for v in verdicts)
 
 
 async def test_a_restarted_watcher_publishes_nothing_when_converged(

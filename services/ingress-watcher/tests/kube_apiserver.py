@@ -9,6 +9,12 @@ What it implements, as kube-apiserver does:
   then live changes, ``BOOKMARK`` events carrying only a newer resourceVersion, and the stream
   closed by the server after ``timeoutSeconds``. A RV older than the last compaction gets an
   ``ERROR`` event with a ``410`` Status inside the 200 stream, as the real server does.
+* ``PATCH .../namespaces/NS/ingresses/NAME/status`` and ``.../services/NAME/status`` with
+  ``Content-Type: application/merge-patch+json`` (RFC 7386, others get 415): only ``.status``
+  changes; a patch that changes nothing does not bump the resourceVersion, as on the real server.
+* coordination.k8s.io/v1 Leases: ``POST`` (409 AlreadyExists), ``GET`` (404 NotFound), ``PUT``
+  with ``metadata.resourceVersion`` as a precondition (409 Conflict when stale).
+* ``POST /api/v1/namespaces/NS/events``: core/v1 Events (``generateName`` honoured).
 * Test controls: ``compact()``, ``drop_watches()`` (connections cut mid-stream) and ``stall``
   (streams stay open and silent, to exercise client-side read timeouts).
 """
@@ -49,6 +55,26 @@ def _status(code: int, reason: str, message: str) -> dict[str, Any]:
     }
 
 
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+STATUS_PATHS = {
+    "/apis/networking.k8s.io/v1/namespaces/{namespace}/ingresses/{name}/status": "Ingress",
+    "/api/v1/namespaces/{namespace}/services/{name}/status": "Service",
+}
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+
+
 class LocalApiServer:
     def __init__(self, bookmark_interval: float = 0.2) -> None:
         self.rv = 100
@@ -64,6 +90,9 @@ class LocalApiServer:
         self._streams: set[web.StreamResponse] = set()
         self._runner: web.AppRunner | None = None
         self.url = ""
+        self.leases: dict[tuple[str, str], dict[str, Any]] = {}
+        self.events: list[dict[str, Any]] = []
+        self.status_patches: list[tuple[str, str, str, dict[str, Any]]] = []
 
     # ------------------------------------------------------------------ state
 
@@ -111,6 +140,12 @@ class LocalApiServer:
         app = web.Application()
         for path in PATHS:
             app.router.add_get(path, self._handle)
+        for path in STATUS_PATHS:
+            app.router.add_patch(path, self._patch_status)
+        app.router.add_post(LEASES, self._create_lease)
+        app.router.add_get(LEASES + "/{name}", self._get_lease)
+        app.router.add_put(LEASES + "/{name}", self._put_lease)
+        app.router.add_post("/api/v1/namespaces/{namespace}/events", self._create_event)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -123,6 +158,90 @@ class LocalApiServer:
         await self.drop_watches()
         if self._runner is not None:
             await self._runner.cleanup()
+
+    async def _patch_status(self, request: web.Request) -> web.Response:
+        kind = "Ingress" if "/ingresses/" in request.path else "Service"
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        if request.content_type != "application/merge-patch+json":
+            return web.json_response(
+                _status(415, "UnsupportedMediaType", f"{request.content_type} not supported"),
+                status=415,
+            )
+        obj = self.objects[kind].get((namespace, name))
+        if obj is None:
+            return web.json_response(
+                _status(404, "NotFound", f"{kind} {namespace}/{name} not found"), status=404
+            )
+        body = await request.json()
+        self.status_patches.append((kind, namespace, name, body))
+        # The status subresource changes .status only; everything else in the patch is ignored.
+        status = merge_patch(obj.get("status") or {}, (body or {}).get("status") or {})
+        if status != (obj.get("status") or {}):
+            updated = copy.deepcopy(obj)
+            updated["status"] = status
+            await self.put(updated)
+            obj = self.objects[kind][(namespace, name)]
+        return web.json_response(obj)
+
+    def _stamp_lease(self, lease: dict[str, Any]) -> dict[str, Any]:
+        self.rv += 1
+        lease.setdefault("metadata", {})["resourceVersion"] = str(self.rv)
+        return lease
+
+    async def _create_lease(self, request: web.Request) -> web.Response:
+        namespace = request.match_info["namespace"]
+        body = await request.json()
+        name = body["metadata"]["name"]
+        if (namespace, name) in self.leases:
+            return web.json_response(
+                _status(409, "AlreadyExists", f'leases "{name}" already exists'), status=409
+            )
+        body["metadata"]["namespace"] = namespace
+        self.leases[(namespace, name)] = self._stamp_lease(body)
+        return web.json_response(body, status=201)
+
+    async def _get_lease(self, request: web.Request) -> web.Response:
+        key = (request.match_info["namespace"], request.match_info["name"])
+        lease = self.leases.get(key)
+        if lease is None:
+            return web.json_response(
+                _status(404, "NotFound", f'leases "{key[1]}" not found'), status=404
+            )
+        return web.json_response(lease)
+
+    async def _put_lease(self, request: web.Request) -> web.Response:
+        key = (request.match_info["namespace"], request.match_info["name"])
+        lease = self.leases.get(key)
+        if lease is None:
+            return web.json_response(
+                _status(404, "NotFound", f'leases "{key[1]}" not found'), status=404
+            )
+        body = await request.json()
+        if body.get("metadata", {}).get("resourceVersion") != lease["metadata"]["resourceVersion"]:
+            return web.json_response(
+                _status(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on leases.coordination.k8s.io "{key[1]}": '
+                    "the object has been modified; please apply your changes to the latest "
+                    "version and try again",
+                ),
+                status=409,
+            )
+        self.leases[key] = self._stamp_lease(body)
+        return web.json_response(body)
+
+    async def _create_event(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        meta = body.setdefault("metadata", {})
+        meta["namespace"] = request.match_info["namespace"]
+        if "name" not in meta:
+            meta["name"] = f"{meta.get('generateName', 'event.')}{len(self.events):08x}"
+        self.events.append(self._stamp_lease(body))
+        return web.json_response(body, status=201)
+
+    def status_of(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        return dict(self.objects[kind][(namespace, name)].get("status") or {})
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         kind = PATHS[request.path]

@@ -50,6 +50,7 @@ def _settings(url: str, **extra: object) -> WatcherSettings:
         "watch_timeout_seconds": 30,
         "read_timeout_seconds": 5.0,
         "debounce_seconds": 0.005,
+        "write_status": False,  # status and the Lease: test_watcher_leader.py
         **extra,
     }
     return WatcherSettings.model_validate(values)

@@ -1,25 +1,41 @@
 """Wiring: a source fills the object store; every change is normalized, planned against what the
-bus holds, and the difference is published."""
+bus holds, and the difference is published. The leader (a Lease with the kubernetes source; the
+only instance with manifests) also follows what the other services report and writes status."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
+from ingress_events import Consumer, ConsumerSpec, Envelope, LatestByKey
 from ingress_events import catalogue as c
+from ingress_events.catalogue import Family
 from ingress_runtime import ServiceContext
 
+from .adapters.lease import AlwaysLeader, Leadership, LeaseElector
 from .adapters.manifests import ManifestSource
 from .adapters.publisher import BusPublisher, EventPublisher
 from .adapters.source import ObjectSource
+from .adapters.status import FileStatusWriter, KubeStatusWriter, StatusWriter
 from .domain.normalize import StateKey, key_of_event, normalize
 from .domain.plan import plan, suspicious_emptiness
+from .domain.status import Target, compute, status_patch
 from .domain.store import ObjectStore
 from .settings import WatcherSettings
 
 COMPONENT = "ingress-watcher"
+STATUS_FAMILIES = (Family.VIP, Family.DNS, Family.L7, Family.L4, Family.ROUTE, Family.ADMISSION)
+"""What status is made of: every component's reports (and admission verdicts)."""
+
+
+def _rfc3339(now_us: int) -> str:
+    return datetime.fromtimestamp(now_us / 1e6, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _now_us() -> int:
@@ -41,6 +57,8 @@ class WatcherApp:
         *,
         source: ObjectSource | None = None,
         publisher: EventPublisher | None = None,
+        status_writer: StatusWriter | None = None,
+        leadership: Leadership | None = None,
         now_us: Callable[[], int] = _now_us,
     ) -> None:
         self._ctx = ctx
@@ -56,15 +74,63 @@ class WatcherApp:
         self._dirty = asyncio.Event()
         self._full = False
         self._tasks: list[asyncio.Task[None]] = []
+        self.identity = ctx.settings.identity or f"{socket.gethostname()}-{os.getpid()}"
+        self.status_writer = status_writer
+        self.leadership = leadership
+        self.reports: LatestByKey[c.Event] = LatestByKey()
+        self.status_writes = 0
+        self.status_rounds = 0
+        self._status_dirty = asyncio.Event()
+        self._status_targets: set[Target] = set()
+        self._warned: set[tuple[Target, tuple[str, ...]]] = set()
+        self._consumers: list[Consumer] = []
+        self._api: Any = None
+
+    async def _default_status(self) -> None:
+        settings = self._settings
+        if not settings.write_status:
+            return
+        if settings.source == "kubernetes":
+            from kubernetes_asyncio.client import ApiClient
+
+            from .adapters.kube import discover, kube_config
+
+            if self.status_writer is None or (self.leadership is None and settings.leader_election):
+                self._api = ApiClient(kube_config(settings) or await discover())
+            if self.status_writer is None:
+                self.status_writer = KubeStatusWriter(self._api, self.identity)
+            if self.leadership is None:
+                self.leadership = (
+                    LeaseElector(
+                        self._api,
+                        settings.lease_namespace or settings.system_namespace,
+                        settings.lease_name,
+                        self.identity,
+                        duration_seconds=settings.lease_duration_seconds,
+                        renew_seconds=settings.lease_renew_seconds,
+                    )
+                    if settings.leader_election
+                    else AlwaysLeader()
+                )
+        elif self.status_writer is None and settings.status_dir is not None:
+            self.status_writer = FileStatusWriter(settings.status_dir)
+        if self.status_writer is not None and self.leadership is None:
+            self.leadership = AlwaysLeader()
 
     async def start(self) -> None:
         self._ctx.readiness.require("initial-sync")
         self.published = await self._publisher.current()
+        await self._default_status()
         self._tasks = [
             asyncio.create_task(self._run_source(), name="watcher-source"),
             asyncio.create_task(self._reconcile_loop(), name="watcher-reconcile"),
             asyncio.create_task(self._resync_loop(), name="watcher-resync"),
         ]
+        if self.status_writer is not None and self.leadership is not None:
+            self._tasks += [
+                asyncio.create_task(self.leadership.run(), name="watcher-leadership"),
+                asyncio.create_task(self._status_loop(), name="watcher-status"),
+            ]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -73,6 +139,94 @@ class WatcherApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        await self._stop_reports()
+        if self.leadership is not None:
+            await self.leadership.release()
+        if self._api is not None:
+            await self._api.close()
+            self._api = None
+
+    # ------------------------------------------------------------------ status (the leader)
+
+    async def _on_report(self, envelope: Envelope[c.Event]) -> None:
+        if self.reports.offer(envelope):
+            self._status_dirty.set()
+
+    async def _start_reports(self) -> None:
+        bus = self._ctx.bus
+        for family in STATUS_FAMILIES:
+            for envelope in (await bus.replay(family)).values():
+                self.reports.offer(envelope)
+        for family in STATUS_FAMILIES:
+            spec = ConsumerSpec(durable=f"{COMPONENT}-status-{family.value}", family=family)
+            self._consumers.append(await bus.consume(spec, self._on_report))
+
+    async def _stop_reports(self) -> None:
+        consumers, self._consumers = self._consumers, []
+        # Each stop waits for its pending fetch: stop them together.
+        await asyncio.gather(*(c.stop() for c in consumers), return_exceptions=True)
+
+    async def _status_loop(self) -> None:
+        assert self.leadership is not None
+        leading = self.leadership.leading
+        while True:
+            await leading.wait()
+            self._ctx.log.info("leading: writing status", identity=self.identity)
+            try:
+                await self._start_reports()
+                self._status_dirty.set()
+                while leading.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._status_dirty.wait(), 0.2)
+                    if not self._status_dirty.is_set() or not self.synced.is_set():
+                        continue
+                    if self._settings.status_debounce_seconds:
+                        await asyncio.sleep(self._settings.status_debounce_seconds)
+                    self._status_dirty.clear()
+                    try:
+                        await self.write_status()
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:
+                        self._ctx.log.error("status write failed; will retry", error=repr(exc))
+                        await asyncio.sleep(1.0)
+                        self._status_dirty.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._ctx.log.error("status feed failed; retrying", error=repr(exc))
+                await asyncio.sleep(1.0)
+            finally:
+                await self._stop_reports()
+            self._ctx.log.info("not leading: status writing stopped", identity=self.identity)
+
+    async def write_status(self) -> int:
+        """Compute every object's status and write what differs; returns the number of writes."""
+        writer = self.status_writer
+        assert writer is not None
+        computed = compute(self.store.objects, self._policy, self.published, self.reports.live())
+        now = _rfc3339(self._now_us())
+        writes = 0
+        for target, desired in sorted(computed.status.items()):
+            obj = self.store.objects.get(target.kind, {}).get((target.namespace, target.name))
+            patch = status_patch(desired, writer.current(target, obj), now)
+            if patch is None:
+                continue
+            await writer.patch(target, patch)
+            writes += 1
+        for warning in computed.warnings:
+            slot = (warning.target, warning.key)
+            if slot in self._warned:
+                continue
+            await writer.event(warning, now)
+            self._warned.add(slot)
+        gone = self._status_targets - set(computed.status)
+        if gone:
+            await writer.forget(gone)
+        self._status_targets = set(computed.status)
+        self.status_writes += writes
+        self.status_rounds += 1
+        return writes
 
     async def _notify(self, full: bool) -> None:
         self._full = self._full or full
@@ -138,6 +292,7 @@ class WatcherApp:
                 held=len(result.held_deletes),
             )
         self.reconciles += 1
+        self._status_dirty.set()
         if full and not self.synced.is_set():
             self.synced.set()
             self._ctx.readiness.set("initial-sync")

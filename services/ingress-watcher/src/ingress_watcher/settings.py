@@ -45,6 +45,24 @@ class WatcherSettings(ServiceSettings):
         description="A watch silent this long (no event, no bookmark) is treated as broken",
     )
     list_page_size: int = Field(default=500, ge=1, le=10000)
+    write_status: bool = Field(
+        default=True, description="Write status and Events (the leader only, with kubernetes)"
+    )
+    status_dir: Path | None = Field(
+        default=None,
+        description="source=manifests: write each object's status to <dir>/<Kind>/<ns>/<name>.json",
+    )
+    status_debounce_seconds: float = Field(default=0.02, ge=0, le=5)
+    leader_election: bool = Field(
+        default=True, description="source=kubernetes: only the holder of the Lease writes status"
+    )
+    lease_name: str = "ingress-watcher"
+    lease_namespace: str | None = Field(default=None, description="Default: system_namespace")
+    lease_duration_seconds: int = Field(default=15, ge=1, le=3600)
+    lease_renew_seconds: float = Field(default=5.0, gt=0, le=600)
+    identity: str | None = Field(
+        default=None, description="This replica in the Lease; default: hostname and pid"
+    )
 
     def policy(self) -> Policy:
         return Policy(

@@ -48,6 +48,18 @@ RESOURCES: dict[str, tuple[str, str]] = {
 assert set(RESOURCES) == set(KINDS)
 
 
+async def checked(response: Any) -> Any:
+    """kubernetes-asyncio raises ApiException for a non-2xx status only when it preloads the
+    body; with ``_preload_content=False`` (raw JSON, streams) the caller must check."""
+    if not 200 <= response.status <= 299:
+        body = await response.read()
+        response.release()
+        error = ApiException(status=response.status, reason=response.reason)
+        error.body = body
+        raise error
+    return response
+
+
 class Gone(Exception):
     """The resourceVersion we asked for is older than the API server keeps."""
 
@@ -65,7 +77,7 @@ def kube_config(settings: WatcherSettings) -> Configuration | None:
     return config
 
 
-async def _discover() -> Configuration:
+async def discover() -> Configuration:
     from kubernetes_asyncio import config as kconfig
 
     configuration = Configuration()
@@ -99,7 +111,7 @@ class KubeSource:
         self.stats = KubeStats()
 
     async def run(self, store: ObjectStore, notify: Notify) -> None:
-        config = self._config or await _discover()
+        config = self._config or await discover()
         async with ApiClient(config) as api:
             versions: dict[str, str] = {}
             for kind in KINDS:
@@ -123,13 +135,15 @@ class KubeSource:
             if token:
                 query.append(("continue", token))
             try:
-                response = await api.call_api(
-                    f"{prefix}/{plural}",
-                    "GET",
-                    query_params=query,
-                    header_params={"Accept": "application/json"},
-                    _preload_content=False,
-                    _request_timeout=self._timeout(),
+                response = await checked(
+                    await api.call_api(
+                        f"{prefix}/{plural}",
+                        "GET",
+                        query_params=query,
+                        header_params={"Accept": "application/json"},
+                        _preload_content=False,
+                        _request_timeout=self._timeout(),
+                    )
                 )
             except ApiException as exc:
                 if exc.status != 410 or not token:
@@ -207,6 +221,7 @@ class KubeSource:
             _preload_content=False,
             _request_timeout=self._timeout(),
         )
+        response = await checked(response)
         try:
             while True:
                 line = await response.content.readline()

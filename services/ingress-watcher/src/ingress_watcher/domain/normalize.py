@@ -74,6 +74,22 @@ def _ref(kind: str, obj: Obj) -> c.ObjectRef:
     )
 
 
+def _generation(obj: Obj) -> int | None:
+    """metadata.generation when the object has one (manifests often do not)."""
+    value = meta(obj).get("generation")
+    return value if isinstance(value, int) and value >= 0 else None
+
+
+def _winner(issue: Issue) -> c.ObjectRef | None:
+    if issue.winner is None:
+        return None
+    kind, namespace, name = issue.winner
+    try:
+        return c.ObjectRef(kind=kind, namespace=namespace, name=name)
+    except ValidationError:
+        return None
+
+
 def _problem(issue: Issue) -> c.Problem:
     return c.Problem(
         reason=issue.reason,
@@ -81,6 +97,7 @@ def _problem(issue: Issue) -> c.Problem:
         message=issue.message[:_MAX_MESSAGE],
         host=issue.host[:512] if issue.host else None,
         path=issue.path[:2048] if issue.path else None,
+        winner=_winner(issue),
     )
 
 
@@ -229,6 +246,7 @@ def _ingress(
 ) -> None:
     namespace = namespace_of(obj)
     ref = _ref("Ingress", obj)
+    source = ref.model_copy(update={"generation": _generation(obj)})
     age = Age.of(obj)
     out.check("Ingress", obj)
     services = objects.get("Service", {})
@@ -416,7 +434,7 @@ def _ingress(
             continue
         slot = hosts.setdefault(route.host, _Host())
         slot.routes.setdefault((route.path, route.path_type), []).append(route)
-        slot.sources[(ref.namespace, ref.name)] = ref
+        slot.sources[(ref.namespace, ref.name)] = source
         slot.ingress_class = slot.ingress_class or class_name
     for host in rule_hosts:
         if host in broken:
@@ -439,7 +457,7 @@ def _ingress(
         slot.ingress_class = slot.ingress_class or class_name
         if not any(r.host == host for r in candidates) and default is None and host not in tls_for:
             continue
-        slot.sources[(ref.namespace, ref.name)] = ref
+        slot.sources[(ref.namespace, ref.name)] = source
         if host in tls_for:
             if slot.tls is None:
                 slot.tls = (age, tls_for[host], ann)
@@ -454,6 +472,7 @@ def _ingress(
                         f"{slot.tls[0].namespace}/{slot.tls[0].name} with Secret "
                         f"{slot.tls[1].secret.name}",
                         host,
+                        winner=("Ingress", slot.tls[0].namespace, slot.tls[0].name),
                     ),
                 )
         if default is not None:
@@ -466,8 +485,10 @@ def _ingress(
                     Issue(
                         "ClaimConflict",
                         "spec.defaultBackend",
-                        f"the default backend of {host} is set by an older Ingress",
+                        f"the default backend of {host} is set by the older Ingress "
+                        f"{slot.default[0].namespace}/{slot.default[0].name}",
                         host,
+                        winner=("Ingress", slot.default[0].namespace, slot.default[0].name),
                     ),
                 )
         if ann.pool or ann.vips or ann.sharing_key or ann.dns_ttl:
@@ -487,6 +508,7 @@ def _ingress(
                         f"the VIP of {host} is requested differently by the older Ingress "
                         f"{slot.vip[0].namespace}/{slot.vip[0].name}",
                         host,
+                        winner=("Ingress", slot.vip[0].namespace, slot.vip[0].name),
                     ),
                 )
 
@@ -530,6 +552,7 @@ def _domains(
     by_ref = {(namespace_of(o), name_of(o)): o for o in ingresses.values()}
     for host, slot in sorted(hosts.items()):
         routes: list[c.Route] = []
+        contributors: list[_Route] = []
         for (path, path_type), cands in sorted(slot.routes.items()):
             cands = sorted(cands, key=lambda r: r.age)
             primaries = [r for r in cands if r.ann.canary_weight is None]
@@ -560,6 +583,7 @@ def _domains(
                         f"{winner.source.namespace}/{winner.source.name}",
                         host,
                         path,
+                        winner=("Ingress", winner.source.namespace, winner.source.name),
                     ),
                 )
             kept: list[_Route] = []
@@ -579,9 +603,17 @@ def _domains(
                     continue
                 kept.append(r)
             routes.append(_route_event(winner, kept))
+            contributors += [winner, *kept]
         owner = own.owner_of(host)
         if owner is None or (not routes and slot.default is None):
             continue
+        # Sources are the Ingresses that contribute something that is kept: a route that won, a
+        # kept canary, the TLS, the default backend or the VIP request (a loser gets no VIP).
+        kept_by = {(r.source.namespace, r.source.name) for r in contributors}
+        for held in (slot.tls, slot.default, slot.vip):
+            if held is not None:
+                kept_by.add((held[0].namespace, held[0].name))
+        sources = [ref for key, ref in slot.sources.items() if key in kept_by]
         vip_ann = slot.vip[1] if slot.vip else None
         tls = slot.tls[1] if slot.tls else None
         redirect = tls is not None and (slot.tls is None or slot.tls[2].ssl_redirect is not False)
@@ -591,7 +623,7 @@ def _domains(
                 host=host,
                 owner_namespace=owner.grantee,
                 ingress_class=slot.ingress_class or "",
-                sources=sorted(slot.sources.values(), key=lambda r: (r.namespace, r.name)),
+                sources=sorted(sources, key=lambda r: (r.namespace, r.name)),
                 routes=routes,
                 default_backend=slot.default[1] if slot.default else None,
                 tls=tls,
@@ -731,12 +763,18 @@ def _validation_issues(exc: ValidationError, prefix: str) -> list[Issue]:
     return issues
 
 
-def _lb_service(obj: Obj, policy: Policy, out: _Out) -> list[tuple[str, str, int]]:
+def is_our_lb_service(obj: Obj, policy: Policy) -> bool:
+    """A Service of type LoadBalancer of our loadBalancerClass (or of none, if so configured)."""
     body = spec(obj)
     if body.get("type") != "LoadBalancer":
-        return []
+        return False
     lb_class = body.get("loadBalancerClass")
-    if not (lb_class == policy.lb_class or (lb_class is None and policy.lb_without_class)):
+    return lb_class == policy.lb_class or (lb_class is None and policy.lb_without_class)
+
+
+def _lb_service(obj: Obj, policy: Policy, out: _Out) -> list[tuple[str, str, int]]:
+    body = spec(obj)
+    if not is_our_lb_service(obj, policy):
         return []
     out.check("Service", obj)
     ann = parse_annotations(annotations_of(obj), kind="Service")
@@ -762,6 +800,7 @@ def _lb_service(obj: Obj, policy: Policy, out: _Out) -> list[tuple[str, str, int
             ip_family_policy=body.get("ipFamilyPolicy") or "SingleStack",
             external_traffic_policy=body.get("externalTrafficPolicy") or "Cluster",
             vip=c.VipRequest(pool=ann.pool, addresses=vips, sharing_key=ann.sharing_key),
+            observed_generation=_generation(obj),
         )
     except ValidationError as exc:
         for issue in _validation_issues(exc, "spec."):
@@ -813,6 +852,7 @@ def _pool(obj: Obj, out: _Out) -> None:
                     "large_communities": announce.get("largeCommunities") or [],
                     "local_preference": announce.get("localPreference"),
                 },
+                "observed_generation": _generation(obj),
             }
         )
     except ValidationError as exc:
@@ -875,6 +915,7 @@ def _peer(obj: Obj, objects: Objects, policy: Policy, out: _Out) -> None:
                 "graceful_restart": body.get("gracefulRestart", True),
                 "bfd": body.get("bfd", False),
                 "max_prefixes": body.get("maxPrefixes"),
+                "observed_generation": _generation(obj),
             }
         )
     except ValidationError as exc:

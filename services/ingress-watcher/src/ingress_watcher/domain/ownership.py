@@ -31,6 +31,8 @@ class Issue:
     message: str
     host: str | None = None
     path: str | None = None
+    winner: tuple[str, str, str] | None = None
+    """For ClaimConflict: (kind, namespace, name) of the object whose older claim holds it."""
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,12 @@ def resolve(zones: Iterable[Obj], domains: Iterable[Obj], claims: Iterable[Obj])
                 own,
                 "Zone",
                 obj,
-                Issue("ClaimConflict", "spec.zone", f"zone {zone} is held by Zone {held.name}"),
+                Issue(
+                    "ClaimConflict",
+                    "spec.zone",
+                    f"zone {zone} is held by Zone {held.name}",
+                    winner=("Zone", held.namespace, held.name),
+                ),
             )
             continue
         own.zones[zone] = ZoneGrant(zone, _strings(spec(obj).get("namespaces")), Age.of(obj))
@@ -191,6 +198,7 @@ def resolve(zones: Iterable[Obj], domains: Iterable[Obj], claims: Iterable[Obj])
                     f"{host} is already granted to namespace {winner.grantee} by the older "
                     f"{winner.ref}",
                     host=host,
+                    winner=("Domain", winner.age.namespace, winner.age.name),
                 ),
             )
             continue
@@ -275,6 +283,7 @@ def resolve(zones: Iterable[Obj], domains: Iterable[Obj], claims: Iterable[Obj])
                     f"{taken.ref}",
                     host=host,
                     path=path,
+                    winner=("PathClaim", taken.age.namespace, taken.age.name),
                 ),
             )
             continue

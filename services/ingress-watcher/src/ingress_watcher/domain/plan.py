@@ -23,6 +23,7 @@ _TOMBSTONE_OF: dict[Family, type[c.Event]] = {
     Family.LBSERVICE: c.LoadBalancerServiceDeleted,
     Family.POOL: c.PoolDeleted,
     Family.PEER: c.PeerDeleted,
+    Family.ADMISSION: c.AdmissionCleared,
 }
 
 
@@ -34,6 +35,13 @@ def tombstone(key: StateKey, generation: int) -> c.Event | None:
     if family is Family.BACKEND:
         return c.BackendDeleted(
             generation=generation, namespace=parts[0], service=parts[1], port=int(parts[2])
+        )
+    if family is Family.ADMISSION:
+        component, kind, namespace, name = parts
+        return c.AdmissionCleared(
+            generation=generation,
+            component=component,
+            object=c.ObjectRef(kind=kind, namespace=namespace, name=name),
         )
     if family is Family.LBSERVICE:
         return c.LoadBalancerServiceDeleted(
