@@ -1,8 +1,13 @@
 """``ingress-local``: the whole system on this machine, on its embedded local default.
 
-Starts a nats-server with JetStream (state in .state/), declares the streams, starts every service
-that is installed, says plainly which are not built yet, and prints a live status table. Ctrl-C
-stops every process it started and leaves nothing behind.
+Starts a nats-server with JetStream (state in .state/), declares the streams, and builds the
+topology of a small data centre out of network namespaces: the services, one Envoy, knotd and
+echo backends in this namespace; an L4 node namespace (l4-programmer's nftables DNAT and a BIRD
+that bgp-speaker drives); a ToR namespace whose BIRD learns the VIPs; a client namespace behind
+the ToR. Ingresses come from examples/ (edits take effect at once). It prints a live status
+table and, when a domain becomes Ready, one real request from the client namespace
+(DNS -> VIP -> ToR -> L4 -> Envoy -> backend). Ctrl-C stops every process it started and
+removes every namespace, interface and route it made.
 """
 
 from __future__ import annotations
@@ -10,96 +15,66 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
-import shutil
 import signal
-import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-from ingress_events.bus import Bus, BusSettings
-from ingress_testkit.nats_server import NatsServer, find_nats_server, free_port
+from ingress_testkit.nats_server import free_port
 
-from ingress_local.status import collect, render
+from ingress_local.status import Row, collect, render
+from ingress_local.topology.addresses import DEFAULT_VIP_POOL
+from ingress_local.topology.client import request
+from ingress_local.topology.system import SERVICES, LocalSystem, Options, ServiceEntry
 
-
-@dataclass(frozen=True)
-class ServiceEntry:
-    name: str
-    issue: int
-
-    @property
-    def command(self) -> str:
-        return self.name if self.name.startswith("ingress-") else f"ingress-{self.name}"
-
-    @property
-    def env_prefix(self) -> str:
-        return self.name.upper().replace("-", "_") + "_"
+__all__ = ["SERVICES", "ServiceEntry", "main", "run"]
 
 
-SERVICES = (
-    ServiceEntry("ingress-watcher", 3),
-    ServiceEntry("ipam", 4),
-    ServiceEntry("l4-programmer", 5),
-    ServiceEntry("l7-config", 6),
-    ServiceEntry("dns-writer", 7),
-    ServiceEntry("bgp-speaker", 8),
-)
+async def _probe(system: LocalSystem, row: Row) -> str:
+    assert system.plan is not None
+    result = await asyncio.to_thread(request, system.plan.ns_client, f"http://{row.domain}/")
+    return result.summary()
 
 
-def _find(command: str) -> str | None:
-    venv_bin = Path(sys.executable).parent
-    return shutil.which(command, path=f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}")
-
-
-async def run(state_dir: Path, port: int, once: bool, interval: float) -> int:
-    binary = find_nats_server()
-    if binary is None:
-        print("nats-server is not installed: run scripts/setup first", file=sys.stderr)
-        return 1
-    state_dir.mkdir(parents=True, exist_ok=True)
-    (state_dir / "logs").mkdir(exist_ok=True)
-    nats = NatsServer(binary, port=port, store_dir=state_dir / "nats").start()
-    print(f"nats-server (JetStream) on {nats.url}, store {nats.store_dir}")
-    procs: dict[str, subprocess.Popen[bytes]] = {}
+async def run(
+    manifests: Path, state_dir: Path, port: int, once: bool, interval: float, vip_pool: str
+) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    bus: Bus | None = None
+    system = LocalSystem(
+        Options(manifests=manifests, state_dir=state_dir, nats_port=port, vip_pool=vip_pool)
+    )
+    status = 0
     try:
-        bus = await Bus.connect(
-            BusSettings(servers=[nats.url], source="//ingress-domain/local/ingress-local")
-        )
-        await bus.ensure_streams()
-        missing = []
-        for entry in SERVICES:
-            path = _find(entry.command)
-            if path is None:
-                missing.append(entry)
-                continue
-            env = {
-                **os.environ,
-                f"{entry.env_prefix}NATS_URL": nats.url,
-                f"{entry.env_prefix}CLUSTER": "local",
-            }
-            log = (state_dir / "logs" / f"{entry.name}.log").open("ab")
-            procs[entry.name] = subprocess.Popen(
-                [path, "run"], env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-            print(f"started {entry.name} (log: {state_dir / 'logs' / (entry.name + '.log')})")
-        for entry in missing:
-            print(
-                f"not built yet: {entry.name} (issue #{entry.issue}) -- its stage stays empty below"
-            )
-        print("watch every event: .venv/bin/ingress-events tail --server", nats.url)
+        start = asyncio.create_task(system.start())
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({start, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if not start.done():
+            start.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await start
+            return 130
+        stopper.cancel()
+        try:
+            start.result()
+        except (RuntimeError, TimeoutError, OSError) as exc:
+            print(f"ingress-local could not start: {exc}", file=sys.stderr)
+            return 1
+        assert system.bus is not None
+        print("watch every event: .venv/bin/ingress-events tail --server", system.nats_url)
+        print(f"manifests: {manifests} (mirrored for this topology to {system.overlay_dir})")
+        probed: dict[str, str] = {}
         while True:
+            rows = await collect(system.bus)
             print()
-            print(render(await collect(bus)))
-            for name, proc in procs.items():
-                if proc.poll() is not None:
-                    print(f"!! {name} exited with {proc.returncode}; see its log")
+            print(render(rows))
+            for row in rows:
+                if row.condition == "Ready" and probed.get(row.domain) != row.vip:
+                    probed[row.domain] = row.vip
+                    print(await _probe(system, row))
+            for line in system.exited():
+                print(f"!! {line}")
             if once:
                 break
             with contextlib.suppress(TimeoutError):
@@ -107,20 +82,14 @@ async def run(state_dir: Path, port: int, once: bool, interval: float) -> int:
             if stop.is_set():
                 break
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for name, proc in procs.items():
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                print(f"{name} did not stop in 30 s; killed")
-                proc.kill()
-        if bus is not None:
-            await bus.close()
-        nats.stop()
-        print("stopped: every process this run started has exited")
-    return 0
+        problems = await system.stop()
+        if problems:
+            status = status or 1
+        print(
+            "stopped: every process this run started has exited"
+            + ("" if problems else "; namespaces, interfaces and routes removed")
+        )
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,13 +98,22 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--manifests", type=Path, default=Path("examples"))
     parser.add_argument("--state-dir", type=Path, default=Path(".state"))
     parser.add_argument("--nats-port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--vip-pool", default=DEFAULT_VIP_POOL, help="VIPs of this topology")
     parser.add_argument("--once", action="store_true", help="print the status once and stop")
     parser.add_argument("--interval", type=float, default=2.0)
     args = parser.parse_args(argv)
     return asyncio.run(
-        run(args.state_dir.resolve(), args.nats_port or free_port(), args.once, args.interval)
+        run(
+            args.manifests.resolve(),
+            args.state_dir.resolve(),
+            args.nats_port or free_port(),
+            args.once,
+            args.interval,
+            args.vip_pool,
+        )
     )
 
 

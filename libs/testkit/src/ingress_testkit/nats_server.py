@@ -84,6 +84,9 @@ class NatsServer:
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(self.env or {})},
+            # Its own session: a terminal's Ctrl-C must not kill the bus before the services
+            # it serves have finished (bgp-speaker withdraws routes through it on shutdown).
+            start_new_session=True,
         )
         _wait_for_port(self.port, time.monotonic() + timeout, self.proc)
         return self
