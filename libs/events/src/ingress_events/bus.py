@@ -476,6 +476,14 @@ class Consumer:
         self._stopping.set()
         if self._task is not None:
             await self._task
+        # A pull request may have delivered more than the last fetch returned; those messages are
+        # ours (the server counts them as delivered), so handle them too rather than leave them
+        # to be redelivered only after ack_wait.
+        queue = self._psub._sub._pending_queue  # nats-py keeps delivered messages here
+        while not queue.empty():
+            msg = queue.get_nowait()
+            if msg.data or msg.headers is None or "Status" not in msg.headers:
+                await self._handle(msg)
         # Acks are buffered writes: flush so that every ack of the finished batch is on the wire
         # before the caller drains or exits.
         with contextlib.suppress(Exception):
