@@ -88,3 +88,26 @@ async def test_a_wrong_password_is_refused(secured_server: NatsServer) -> None:
             allow_reconnect=False,
             connect_timeout=2,
         )
+
+
+@pytest.mark.integration
+async def test_no_service_may_delete_or_purge_a_stream(secured_server: NatsServer) -> None:
+    watcher = await _bus_as(secured_server, "ingress-watcher")
+    await watcher.ensure_streams()
+    stream = watcher.subjects.stream(c.Family.DOMAIN)
+    try:
+        for service in SERVICES:
+            bus = await _bus_as(secured_server, service)
+            try:
+                for api in ("STREAM.DELETE", "STREAM.PURGE"):
+                    with pytest.raises((asyncio.TimeoutError, nats.errors.TimeoutError)):
+                        await bus.nats.request(f"$JS.API.{api}.{stream}", b"", timeout=1.0)
+                # Managing streams and consumers it needs still works.
+                reply = await bus.nats.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=2.0)
+                assert b'"config"' in reply.data
+            finally:
+                await bus.close()
+        info = await watcher.nats.jetstream().stream_info(stream)
+        assert info.config.name == stream
+    finally:
+        await watcher.close()
