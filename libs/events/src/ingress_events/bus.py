@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -31,7 +31,9 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
+from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from . import metrics
 from .catalogue import Event, Family
@@ -129,12 +131,92 @@ class ConsumerSpec:
         return self.backoff_seconds[index]
 
 
+# Where each family stands in the pipeline (watcher -> ipam -> l4 / l7 / dns -> bgp -> reports):
+# an event continues only the trace of a consumed event that stands before it.
+_STAGE: dict[Family, int] = {
+    Family.DOMAIN: 0,
+    Family.BACKEND: 0,
+    Family.LBSERVICE: 0,
+    Family.POOL: 0,
+    Family.PEER: 0,
+    Family.VIP: 1,
+    Family.L4: 2,
+    Family.L7: 2,
+    Family.DNS: 2,
+    Family.ROUTE: 3,
+    Family.ADMISSION: 4,
+    Family.SESSION: 4,
+}
+
+
+def _about(event: Event) -> list[str]:
+    """What an event is about, in terms every stage shares: host names and VIP addresses."""
+    found: list[str] = []
+    for name in ("host", "fqdn"):
+        value = getattr(event, name, None)
+        if isinstance(value, str):
+            found.append(f"host:{value}")
+    owner = getattr(event, "owner", None)
+    if isinstance(getattr(owner, "host", None), str):
+        found.append(f"host:{owner.host}")  # type: ignore[union-attr]
+    vip = getattr(event, "vip", None)
+    if isinstance(vip, str):
+        found.append(f"vip:{vip}")
+    if event.family is Family.VIP:
+        found += [f"vip:{a}" for a in getattr(event, "addresses", None) or []]
+    return found
+
+
+class TraceCauses:
+    """The trace context of the events this process handled, by host and VIP.
+
+    Services publish most events from reconcile loops, outside the span of the handler that
+    received their cause. When an event is published with no active span, it continues the
+    trace of the newest consumed event about the same host or VIP from an earlier pipeline
+    stage (seen within ``ttl`` seconds), so that one Ingress change is one trace across
+    every service. A watcher's event (the first stage) always starts a new trace.
+    """
+
+    def __init__(self, size: int = 100_000, ttl: float = 300.0) -> None:
+        self.size = size
+        self.ttl = ttl
+        self._by_token: OrderedDict[str, tuple[float, int, otel_context.Context]] = OrderedDict()
+
+    def record(self, event: Event, context: otel_context.Context) -> None:
+        entry = (time.monotonic(), _STAGE.get(event.family, 0), context)
+        for token in _about(event):
+            self._by_token[token] = entry
+            self._by_token.move_to_end(token)
+        while len(self._by_token) > self.size:
+            self._by_token.popitem(last=False)
+
+    def context_for(self, event: Event) -> otel_context.Context | None:
+        stage = _STAGE.get(event.family, 0)
+        oldest = time.monotonic() - self.ttl
+        best: tuple[float, int, otel_context.Context] | None = None
+        for token in _about(event):
+            entry = self._by_token.get(token)
+            if entry is None or entry[0] < oldest or entry[1] >= stage:
+                continue
+            if best is None or entry[0] > best[0]:
+                best = entry
+        return best[2] if best is not None else None
+
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+def _in_span() -> bool:
+    return trace.get_current_span().get_span_context().is_valid
+
+
 class Bus:
     def __init__(self, nc: NatsClient, settings: BusSettings) -> None:
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream(publish_async_max_pending=settings.publish_window)
         self.settings = settings
         self.subjects = settings.subjects
+        self.causes = TraceCauses()
 
     @classmethod
     async def connect(cls, settings: BusSettings, **options: Any) -> Bus:
@@ -246,11 +328,19 @@ class Bus:
         )
         return subject, headers, body
 
+    def _publish_attributes(self, event: Event) -> dict[str, str]:
+        return {
+            "messaging.system": "nats",
+            "ingress.key": "/".join(event.key()),
+            "ingress.source": self.settings.source,
+        }
+
     async def publish(self, event: Event, *, timeout: float = 5.0) -> api.PubAck:
         with TRACER.start_as_current_span(
             f"publish {event.event_type()}",
+            context=None if _in_span() else self.causes.context_for(event),
             kind=trace.SpanKind.PRODUCER,
-            attributes={"messaging.system": "nats", "ingress.key": "/".join(event.key())},
+            attributes=self._publish_attributes(event),
         ):
             subject, headers, body = self._encode(event)
             try:
@@ -277,46 +367,66 @@ class Bus:
         acks are awaited under one timeout. (nats-py's own stall guard wraps every publish in an
         ``asyncio.wait_for``, which costs a task per message; the window makes it unnecessary.)
         """
+        # Inside a span every event continues it; outside, each event gets a producer span of
+        # its own, in the trace of its cause when there is one (see TraceCauses).
+        in_span = _in_span()
         trace_headers = current_trace_headers()
+        spans: list[trace.Span] = []
         acks: list[api.PubAck] = []
         failures: list[tuple[str, BaseException]] = []
         window = self.settings.publish_window
-        for offset in range(0, len(events), window):
-            chunk = events[offset : offset + window]
-            futures: list[asyncio.Future[api.PubAck]] = []
-            for event in chunk:
-                subject = self.subjects.for_event(event)
-                headers, body = encode(
-                    event,
-                    nats_subject=subject,
-                    source=self.settings.source,
-                    trace_headers=trace_headers,
-                )
-                futures.append(
-                    await self._js.publish_async(
-                        subject,
-                        body,
-                        wait_stall=None,
-                        stream=self.subjects.stream(event.family),
-                        headers=headers,
+        try:
+            for offset in range(0, len(events), window):
+                chunk = events[offset : offset + window]
+                futures: list[asyncio.Future[api.PubAck]] = []
+                for event in chunk:
+                    subject = self.subjects.for_event(event)
+                    if not in_span:
+                        span = TRACER.start_span(
+                            f"publish {event.event_type()}",
+                            context=self.causes.context_for(event),
+                            kind=trace.SpanKind.PRODUCER,
+                            attributes=self._publish_attributes(event),
+                        )
+                        spans.append(span)
+                        trace_headers = {}
+                        _PROPAGATOR.inject(trace_headers, context=trace.set_span_in_context(span))
+                    headers, body = encode(
+                        event,
+                        nats_subject=subject,
+                        source=self.settings.source,
+                        trace_headers=trace_headers,
                     )
-                )
-            try:
-                results = await asyncio.wait_for(
-                    asyncio.gather(*futures, return_exceptions=True), timeout=timeout
-                )
-            except TimeoutError as exc:
-                results = [f.result() if f.done() and not f.exception() else exc for f in futures]
-            stored: Counter[str] = Counter()
-            for event, result in zip(chunk, results, strict=True):
-                if isinstance(result, BaseException):
-                    metrics.PUBLISH_FAILURES.labels(event.event_type()).inc()
-                    failures.append(("/".join(event.key()), result))
-                else:
-                    acks.append(result)
-                    stored[event.event_type()] += 1
-            for event_type, count in stored.items():
-                metrics.PUBLISHED.labels(event_type).inc(count)
+                    futures.append(
+                        await self._js.publish_async(
+                            subject,
+                            body,
+                            wait_stall=None,
+                            stream=self.subjects.stream(event.family),
+                            headers=headers,
+                        )
+                    )
+                try:
+                    results = await asyncio.wait_for(
+                        asyncio.gather(*futures, return_exceptions=True), timeout=timeout
+                    )
+                except TimeoutError as exc:
+                    results = [
+                        f.result() if f.done() and not f.exception() else exc for f in futures
+                    ]
+                stored: Counter[str] = Counter()
+                for event, result in zip(chunk, results, strict=True):
+                    if isinstance(result, BaseException):
+                        metrics.PUBLISH_FAILURES.labels(event.event_type()).inc()
+                        failures.append(("/".join(event.key()), result))
+                    else:
+                        acks.append(result)
+                        stored[event.event_type()] += 1
+                for event_type, count in stored.items():
+                    metrics.PUBLISHED.labels(event_type).inc(count)
+        finally:
+            for span in spans:
+                span.end()
         if failures:
             raise PublishError(failures)
         return acks
@@ -559,6 +669,8 @@ class Consumer:
             kind=trace.SpanKind.CONSUMER,
             attributes={"messaging.consumer": spec.durable, "messaging.delivery": delivered},
         ) as span:
+            if span.get_span_context().is_valid:
+                self._bus.causes.record(envelope.event, trace.set_span_in_context(span))
             try:
                 await self._handler(envelope)
             except PermanentError as exc:
