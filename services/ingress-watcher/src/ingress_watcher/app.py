@@ -23,7 +23,14 @@ from .adapters.manifests import ManifestSource
 from .adapters.publisher import BusPublisher, EventPublisher
 from .adapters.source import ObjectSource
 from .adapters.status import FileStatusWriter, KubeStatusWriter, StatusWriter
-from .domain.normalize import StateKey, key_of_event, normalize
+from .domain.normalize import (
+    ServiceKey,
+    StateKey,
+    backend_index,
+    key_of_event,
+    normalize,
+    normalize_backends,
+)
 from .domain.plan import plan, suspicious_emptiness
 from .domain.status import Target, compute, status_patch
 from .domain.store import ObjectStore
@@ -48,6 +55,62 @@ def default_source(settings: WatcherSettings) -> ObjectSource:
 
         return KubeSource(kube_config(settings), settings)
     return ManifestSource(settings.manifests_dir, settings.poll_interval_seconds)
+
+
+STOP_GRACE_SECONDS = 10.0
+"""How long stop() waits for cancelled tasks before cancelling them again (the status loop's
+clean-up stops its consumers, which may wait out one fetch and one flush)."""
+
+
+async def cancel_and_wait(
+    tasks: list[asyncio.Task[None]],
+    log: Any,
+    *,
+    grace_seconds: float = STOP_GRACE_SECONDS,
+    attempts: int = 3,
+) -> set[asyncio.Task[None]]:
+    """Cancel ``tasks`` and wait until they end; returns the ones still running.
+
+    A task that is still running ``grace_seconds`` after its cancellation swallowed it (code
+    that catches CancelledError, or a library's ``asyncio.wait_for`` on Python 3.11 when the
+    awaited future completes in the same turn): it is logged and cancelled again, and after
+    ``attempts`` rounds stop() gives up on it instead of hanging the shutdown.
+    """
+    pending = {task for task in tasks if not task.done()}
+    for attempt in range(1, attempts + 1):
+        if not pending:
+            break
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=grace_seconds)
+        if pending:
+            log.error(
+                "tasks still running after cancellation; cancelling again",
+                tasks=sorted(task.get_name() for task in pending),
+                attempt=attempt,
+            )
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.error("task had failed", task=task.get_name(), error=repr(task.exception()))
+    return pending
+
+
+async def _wait_set(event: asyncio.Event, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``event``; True when it is set. Always yields to the loop
+    (``Event.wait`` on a set event returns without yielding, and a loop around it would starve
+    every other task).
+
+    Not ``asyncio.wait_for``: on Python 3.11 it returns normally when a cancellation arrives in
+    the same loop turn as the wake-up (CPython gh-86296), and the caller's loop would run on
+    after stop() cancelled it. ``asyncio.timeout`` lets the cancellation through.
+    """
+    if event.is_set():
+        await asyncio.sleep(0)
+        return True
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    return event.is_set()
 
 
 class WatcherApp:
@@ -85,6 +148,8 @@ class WatcherApp:
         self._warned: set[tuple[Target, tuple[str, ...]]] = set()
         self._consumers: list[Consumer] = []
         self._api: Any = None
+        self._backend_keys: dict[ServiceKey, tuple[StateKey, ...]] | None = None
+        """The backends of the last full normalize (what endpoint-only changes may touch)."""
 
     async def _default_status(self) -> None:
         settings = self._settings
@@ -98,7 +163,9 @@ class WatcherApp:
             if self.status_writer is None or (self.leadership is None and settings.leader_election):
                 self._api = ApiClient(kube_config(settings) or await discover())
             if self.status_writer is None:
-                self.status_writer = KubeStatusWriter(self._api, self.identity)
+                self.status_writer = KubeStatusWriter(
+                    self._api, self.identity, timeout_seconds=settings.api_timeout_seconds
+                )
             if self.leadership is None:
                 self.leadership = (
                     LeaseElector(
@@ -133,12 +200,8 @@ class WatcherApp:
             ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        tasks, self._tasks = self._tasks, []
+        await cancel_and_wait(tasks, self._ctx.log)
         await self._stop_reports()
         if self.leadership is not None:
             await self.leadership.release()
@@ -176,9 +239,11 @@ class WatcherApp:
                 await self._start_reports()
                 self._status_dirty.set()
                 while leading.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._status_dirty.wait(), 0.2)
-                    if not self._status_dirty.is_set() or not self.synced.is_set():
+                    # Leadership is re-checked at least every 0.2 s; nothing is written before
+                    # the initial sync (status computed from a partial store would be wrong).
+                    if not await _wait_set(self.synced, 0.2):
+                        continue
+                    if not await _wait_set(self._status_dirty, 0.2):
                         continue
                     if self._settings.status_debounce_seconds:
                         await asyncio.sleep(self._settings.status_debounce_seconds)
@@ -212,7 +277,7 @@ class WatcherApp:
             patch = status_patch(desired, writer.current(target, obj), now)
             if patch is None:
                 continue
-            await writer.patch(target, patch)
+            await writer.patch(target, patch, obj)
             writes += 1
         for warning in computed.warnings:
             slot = (warning.target, warning.key)
@@ -271,9 +336,24 @@ class WatcherApp:
             self._dirty.set()
 
     async def reconcile(self, full: bool) -> int:
-        desired = normalize(self.store.objects, self._policy)
-        protect = suspicious_emptiness(desired, self.published) if full else frozenset()
-        result = plan(desired, self.published, self._now_us(), protect)
+        changes = self.store.take_changes()
+        if not full and changes.endpoint_slices_only and self._backend_keys is not None:
+            # Endpoint churn: only the backends of the Services of the changed slices can differ,
+            # and a full normalize of 10,000 Ingresses would cost seconds per change.
+            desired = normalize_backends(
+                self.store.objects,
+                self._policy,
+                changes.slice_services,
+                self._backend_keys,
+                self.store.slices,
+            )
+            current = {k: self.published[k] for k in desired if k in self.published}
+            result = plan(desired, current, self._now_us())
+        else:
+            desired = normalize(self.store.objects, self._policy)
+            self._backend_keys = backend_index(desired)
+            protect = suspicious_emptiness(desired, self.published) if full else frozenset()
+            result = plan(desired, self.published, self._now_us(), protect)
         await self._publisher.publish(result.publish)
         for event in result.publish:
             self.published[key_of_event(event)] = event

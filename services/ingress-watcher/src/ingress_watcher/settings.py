@@ -44,6 +44,9 @@ class WatcherSettings(ServiceSettings):
         gt=0,
         description="A watch silent this long (no event, no bookmark) is treated as broken",
     )
+    api_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="Status patches and Events: give up after this long"
+    )
     list_page_size: int = Field(default=500, ge=1, le=10000)
     write_status: bool = Field(
         default=True, description="Write status and Events (the leader only, with kubernetes)"

@@ -30,7 +30,9 @@ class StatusWriter(Protocol):
         """The status the object shows now (``obj`` is the watcher's copy of it)."""
         ...
 
-    async def patch(self, target: Target, status: Json) -> None: ...
+    async def patch(self, target: Target, status: Json, obj: Obj | None = None) -> None:
+        """Merge ``status`` into the object's status (``obj``: the copy it was computed from)."""
+        ...
 
     async def event(self, warning: Warning, now: str) -> None: ...
 
@@ -67,10 +69,14 @@ def kube_event(warning: Warning, now: str, instance: str) -> Json:
 
 
 class KubeStatusWriter:
-    def __init__(self, api: ApiClient, instance: str) -> None:
+    def __init__(self, api: ApiClient, instance: str, *, timeout_seconds: float = 10.0) -> None:
         self._api = api
         self._instance = instance
-        self._written: dict[Target, tuple[str, Json]] = {}
+        self._timeout = timeout_seconds
+        self._written: dict[Target, tuple[frozenset[str], Json]] = {}
+        """What we patched last, with the resourceVersions our copy may show meanwhile: the one
+        the patch was computed from (the watch has not delivered the result yet) and the one
+        the API server answered with (it has)."""
         self.patches = 0
         self.events = 0
 
@@ -78,13 +84,14 @@ class KubeStatusWriter:
         if obj is None:
             return None
         written = self._written.get(target)
-        if written is not None and written[0] == str(meta(obj).get("resourceVersion")):
-            # Patched, and the watch has not delivered the result yet.
+        if written is not None and str(meta(obj).get("resourceVersion")) in written[0]:
+            # Our patch is the latest change: before its watch event arrives, our copy still
+            # shows the old status, and comparing with it would patch the same thing again.
             return written[1]
         status = obj.get("status")
         return status if isinstance(status, Mapping) else None
 
-    async def patch(self, target: Target, status: Json) -> None:
+    async def patch(self, target: Target, status: Json, obj: Obj | None = None) -> None:
         path = STATUS_PATHS[target.kind].format(namespace=target.namespace, name=target.name)
         try:
             response = await self._api.call_api(
@@ -96,6 +103,7 @@ class KubeStatusWriter:
                     "Content-Type": "application/merge-patch+json",
                 },
                 _preload_content=False,
+                _request_timeout=self._timeout,
             )
             response = await checked(response)
         except ApiException as exc:
@@ -104,7 +112,10 @@ class KubeStatusWriter:
             raise
         body = json.loads(await response.read())
         self.patches += 1
-        self._written[target] = (str((body.get("metadata") or {}).get("resourceVersion")), status)
+        versions = {str((body.get("metadata") or {}).get("resourceVersion"))}
+        if obj is not None:
+            versions.add(str(meta(obj).get("resourceVersion")))
+        self._written[target] = (frozenset(versions), status)
 
     async def event(self, warning: Warning, now: str) -> None:
         response = await self._api.call_api(
@@ -113,6 +124,7 @@ class KubeStatusWriter:
             body=kube_event(warning, now, self._instance),
             header_params={"Accept": "application/json", "Content-Type": "application/json"},
             _preload_content=False,
+            _request_timeout=self._timeout,
         )
         await checked(response)
         response.release()
@@ -132,7 +144,7 @@ class InMemoryStatusWriter:
     def current(self, target: Target, obj: Obj | None) -> Mapping[str, Any] | None:
         return self.status.get(target)
 
-    async def patch(self, target: Target, status: Json) -> None:
+    async def patch(self, target: Target, status: Json, obj: Obj | None = None) -> None:
         self.patches.append((target, status))
         self.status[target] = status
 
@@ -162,7 +174,7 @@ class FileStatusWriter:
         status = data.get("status") if isinstance(data, Mapping) else None
         return status if isinstance(status, Mapping) else None
 
-    async def patch(self, target: Target, status: Json) -> None:
+    async def patch(self, target: Target, status: Json, obj: Obj | None = None) -> None:
         path = self.path(target)
         path.parent.mkdir(parents=True, exist_ok=True)
         document = {

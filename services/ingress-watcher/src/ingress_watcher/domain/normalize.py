@@ -23,6 +23,7 @@ from .objects import (
     Age,
     Obj,
     Objects,
+    ObjKey,
     annotations_of,
     labels_of,
     meta,
@@ -926,6 +927,48 @@ def _peer(obj: Obj, objects: Objects, policy: Policy, out: _Out) -> None:
 
 
 # --------------------------------------------------------------------------- everything
+
+
+ServiceKey = tuple[str, str]
+
+
+def backend_index(desired: Iterable[StateKey]) -> dict[ServiceKey, tuple[StateKey, ...]]:
+    """The backend keys of a full normalize, by (namespace, Service name)."""
+    index: dict[ServiceKey, list[StateKey]] = defaultdict(list)
+    for key in desired:
+        family, parts = key
+        if family is Family.BACKEND:
+            index[(parts[0], parts[1])].append(key)
+    return {service: tuple(keys) for service, keys in index.items()}
+
+
+def normalize_backends(
+    objects: Objects,
+    policy: Policy,
+    services: Iterable[ServiceKey],
+    backends: Mapping[ServiceKey, Sequence[StateKey]],
+    slices: Mapping[ServiceKey, Mapping[ObjKey, Obj]],
+) -> dict[StateKey, c.Event]:
+    """What :func:`normalize` gives for the backends of ``services``, after EndpointSlice changes
+    only: a slice changes a backend's endpoints but never which backends exist (that follows
+    from Ingresses and Services), so the backends are those of the last full normalize
+    (``backends``, see :func:`backend_index`) and nothing else needs recomputing. ``slices``:
+    the EndpointSlices of each Service (by their service-name label)."""
+    wanted = set(services)
+    refs = [
+        (parts[0], parts[1], int(parts[2]))
+        for service in wanted
+        for _, parts in backends.get(service, ())
+    ]
+    view = {
+        "Service": objects.get("Service", {}),
+        "EndpointSlice": {
+            key: obj for service in wanted for key, obj in slices.get(service, {}).items()
+        },
+    }
+    out = _Out(policy)
+    _backends(refs, view, out)
+    return out.events
 
 
 def normalize(objects: Objects, policy: Policy) -> dict[StateKey, c.Event]:
