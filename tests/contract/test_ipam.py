@@ -14,6 +14,7 @@ from ingress_ipam.app import IpamApp
 from ingress_ipam.settings import IpamSettings
 from ingress_runtime import Readiness, ServiceContext
 from ingress_testkit.capture import Captured, EventCapture
+from prometheus_client import REGISTRY
 
 pytestmark = pytest.mark.contract
 
@@ -232,5 +233,88 @@ async def test_bad_request_is_rejected_and_other_owners_are_unaffected(
         assert adm.envelope.event.problems[0].reason == "PoolNotFound"  # type: ignore[attr-defined]
         assert [type(e) for e in event_capture.of_type(c.VipRejected)] == [c.VipRejected]
         assert held.envelope.event.addresses  # type: ignore[attr-defined]
+    finally:
+        await app.stop()
+
+
+def pool_series(name: str) -> dict[str, float | None]:
+    """The pool's gauges as /metrics serves them (ipam_pool_addresses_{total,used,free,cooling})."""
+    return {
+        kind: REGISTRY.get_sample_value(f"ipam_pool_addresses_{kind}", {"pool": name})
+        for kind in ("total", "used", "free", "cooling")
+    }
+
+
+def pool_verdict(name: str, *reasons: str):  # type: ignore[no-untyped-def]
+    """The VipPool's admission.accepted carrying exactly these warning reasons."""
+
+    def match(cap: Captured) -> bool:
+        ev = cap.envelope.event
+        return (
+            isinstance(ev, c.AdmissionAccepted)
+            and ev.object.kind == "VipPool"
+            and ev.object.name == name
+            and sorted(w.reason for w in ev.warnings) == sorted(reasons)
+        )
+
+    return match
+
+
+async def test_pool_status_warns_while_exhausted_and_while_shrunk_under_allocations(
+    bus: Bus, event_capture: EventCapture, bus_settings: BusSettings
+) -> None:
+    app = make_app(bus, settings(bus_settings))
+    await app.start()
+    try:
+        await bus.publish(c.PoolDesired(generation=1, pool="small", cidrs=["10.60.0.0/31"]))
+        await event_capture.wait_for(pool_verdict("small"))
+        for host in ("a.example.com", "b.example.com"):
+            await bus.publish(domain(host, 1))
+            await event_capture.wait_for(is_(c.VipAssigned, owner=owner(host)))
+        await bus.publish(domain("c.example.com", 1))
+        await event_capture.wait_for(is_(c.VipRejected, owner=owner("c.example.com")))
+        [full] = await event_capture.wait_for(pool_verdict("small", "PoolExhausted"))
+        [warning] = full.envelope.event.warnings  # type: ignore[attr-defined]
+        assert "2 total, 2 held, 0 cooling down" in warning.message
+        assert pool_series("small") == {"total": 2, "used": 2, "free": 0, "cooling": 0}
+        # Grown: the warning clears, the rejected owner is served.
+        await bus.publish(c.PoolDesired(generation=2, pool="small", cidrs=["10.60.0.0/30"]))
+        await event_capture.wait_for(is_(c.VipAssigned, owner=owner("c.example.com")))
+        cleared = [
+            cap for cap in event_capture.events if pool_verdict("small")(cap)
+        ]  # the first verdict, and the one after growing
+        assert len(cleared) >= 2
+        # Shrunk to one address under three allocations: all are kept, with a warning.
+        published = len(event_capture.events)
+        await bus.publish(c.PoolDesired(generation=3, pool="small", cidrs=["10.60.0.0/32"]))
+        [shrunk] = await event_capture.wait_for(
+            lambda cap: (
+                pool_verdict("small", "AllocationsOutsidePool")(cap)
+                or pool_verdict("small", "AllocationsOutsidePool", "PoolExhausted")(cap)
+            )
+        )
+        outside = [
+            w
+            for w in shrunk.envelope.event.warnings  # type: ignore[attr-defined]
+            if w.reason == "AllocationsOutsidePool"
+        ]
+        assert "are kept" in outside[0].message
+        verdict = shrunk.envelope.event
+        assert isinstance(verdict, c.AdmissionAccepted)
+        held_inside = 1 if "PoolExhausted" in {w.reason for w in verdict.warnings} else 0
+        assert pool_series("small") == {
+            "total": 1,
+            "used": held_inside,
+            "free": 1 - held_inside,
+            "cooling": 0,
+        }
+        assert (
+            REGISTRY.get_sample_value("ipam_pool_allocations_outside", {"pool": "small"})
+            == 3 - held_inside
+        )
+        vip_events = [
+            e for e in event_capture.events[published:] if e.envelope.event.family == c.Family.VIP
+        ]
+        assert vip_events == []
     finally:
         await app.stop()

@@ -218,3 +218,61 @@ def test_interleaved_replicas_never_assign_one_vip_twice(
         assert all(len({family_of(a) for a in v}) == len(v) == 1 for v in results.values())
 
     asyncio.run(run())
+
+
+class GatedStore:
+    """One replica's handle on a shared store: the methods named in ``gates`` announce that they
+    were reached and then wait for their gate, so a test can place one replica's writes exactly
+    between another's."""
+
+    def __init__(self, inner: InMemoryAllocationStore, gates: dict[str, asyncio.Event]) -> None:
+        self._inner = inner
+        self._gates = gates
+        self.reached = {name: asyncio.Event() for name in gates}
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        attr = getattr(self._inner, name)
+        if name not in self._gates:
+            return attr
+
+        async def gated(*a: object) -> object:
+            self.reached[name].set()
+            await self._gates[name].wait()
+            return await attr(*a)
+
+        return gated
+
+
+def test_release_racing_an_allocation_of_the_same_owner_leaves_no_stale_index() -> None:
+    """Replica B learned of A's fresh address before A indexed it, reads the (still absent)
+    index, and releases the address only after A wrote the index and re-read the address. The
+    release must still find and remove that index: no index may name an address its owner
+    lacks. (Fails when release does not read the index after releasing the addresses.)"""
+
+    async def run() -> None:
+        inner = InMemoryAllocationStore()
+        a_may_index, b_may_release = asyncio.Event(), asyncio.Event()
+        a_store = GatedStore(inner, {"create_owner": a_may_index})
+        b_store = GatedStore(inner, {"update_address": b_may_release})
+        a = Allocator(a_store, lambda: 100.0, 30.0)
+        b = Allocator(b_store, lambda: 100.0, 30.0)
+        pools = {"p": mkpool()}
+        r = req("o", addresses=("10.0.0.1",))
+        ensuring = asyncio.create_task(a.ensure(r, pools, 1))
+        await a_store.reached["create_owner"].wait()  # A holds the address, no index yet
+        await b.load()  # B's view: the address, held by o
+        releasing = asyncio.create_task(b.release(r.owner))
+        await b_store.reached["update_address"].wait()  # B read the absent index
+        a_may_index.set()
+        assert isinstance(await ensuring, Held)  # A indexed and re-read: nothing changed yet
+        b_may_release.set()
+        released = await releasing
+        assert released.addresses == ("10.0.0.1",) and released.reusable_after == 130.0
+        snapshot = await inner.load()
+        for owner, (orec, _) in snapshot.owners.items():
+            for address in orec.addresses:
+                assert snapshot.addresses[address][0].held_by(owner), (owner, address)
+        assert r.owner not in snapshot.owners
+        assert snapshot.addresses["10.0.0.1"][0].cooling
+
+    asyncio.run(run())

@@ -66,6 +66,8 @@ class IpamApp:
         self._sweeper: asyncio.Task[None] | None = None
         self._metrics_at = 0.0
         self._outside_logged: dict[str, int] = {}
+        self._pool_warnings: dict[str, list[c.Problem]] = {}
+        self._accepted_live: list[str] = []
         self._conflicts_counted = 0
         self.allocator: Allocator | None = None
 
@@ -140,7 +142,8 @@ class IpamApp:
                 else ("service", *event.key())
             )
             await self._reconcile(owner)
-            self._refresh_metrics()
+            if self._refresh_metrics():
+                await self._publish_pool_verdicts()
 
     async def _sweep_forever(self) -> None:
         assert self.allocator is not None
@@ -152,6 +155,7 @@ class IpamApp:
                     self._log.info("cooled-down addresses freed", count=swept)
                 await self._retry_pending()
                 self._refresh_metrics(force=True)
+                await self._publish_pool_verdicts()
             except Exception:
                 self._log.exception("sweep failed; next round retries")
 
@@ -187,7 +191,6 @@ class IpamApp:
         for desired in live:
             ref = c.ObjectRef(kind=POOL_KIND, namespace=c.CLUSTER_SCOPE, name=desired.pool)
             problems = verdict.rejected.get(desired.pool)
-            event: c.Event
             if problems:
                 self._log.warning(
                     "VipPool rejected",
@@ -201,12 +204,25 @@ class IpamApp:
                     observed_generation=0,
                     problems=list(problems),
                 )
-            else:
-                event = c.AdmissionAccepted(
-                    generation=1, component=COMPONENT, object=ref, observed_generation=0
-                )
-            await self._publish(event)
+                await self._publish(event)
+        self._accepted_live = [d.pool for d in live if d.pool not in verdict.rejected]
         self._refresh_metrics(force=True)
+        await self._publish_pool_verdicts()
+
+    async def _publish_pool_verdicts(self) -> None:
+        """Each accepted VipPool's verdict, with a warning while it is exhausted or holds
+        allocations outside its current definition (shrunk under them: they are kept)."""
+        for name in self._accepted_live:
+            ref = c.ObjectRef(kind=POOL_KIND, namespace=c.CLUSTER_SCOPE, name=name)
+            await self._publish(
+                c.AdmissionAccepted(
+                    generation=1,
+                    component=COMPONENT,
+                    object=ref,
+                    observed_generation=0,
+                    warnings=self._pool_warnings.get(name, []),
+                )
+            )
 
     # ------------------------------------------------------------------ owners
 
@@ -331,6 +347,8 @@ class IpamApp:
         self._log.warning(
             "VIP rejected", owner=owner_label(owner), reason=reject.reason, message=reject.message
         )
+        if reject.reason == "PoolExhausted":
+            self._metrics_at = 0.0  # count now: the pool's status warns of its exhaustion
         if self.allocator.held_by(owner):
             # The owner keeps what it holds (and its vip.assigned stays the current state of its
             # subject); the refused change is reported on the objects that asked for it.
@@ -383,11 +401,12 @@ class IpamApp:
         await self._ctx.bus.publish(stamped)
         self._published[key] = stamped
 
-    def _refresh_metrics(self, *, force: bool = False) -> None:
-        # Counting is linear in the allocations: at most once a second unless forced.
+    def _refresh_metrics(self, *, force: bool = False) -> bool:
+        """Count per pool (metrics and pool warnings); False when skipped. Counting is linear
+        in the allocations: at most once a second unless forced."""
         now = time.monotonic()
         if self.allocator is None or (not force and now - self._metrics_at < 1.0):
-            return
+            return False
         self._metrics_at = now
         used: defaultdict[str, int] = defaultdict(int)
         cooling: defaultdict[str, int] = defaultdict(int)
@@ -399,12 +418,33 @@ class IpamApp:
                     outside[record.pool] += 1
                 continue
             (used if record.holders else cooling)[record.pool] += 1
+        warnings: dict[str, list[c.Problem]] = defaultdict(list)
         for name, pool in self._pools.items():
             total = pool.size()
+            free = total - used[name] - cooling[name]
             metrics.POOL_TOTAL.labels(name).set(total)
             metrics.POOL_USED.labels(name).set(used[name])
             metrics.POOL_COOLING.labels(name).set(cooling[name])
-            metrics.POOL_FREE.labels(name).set(total - used[name] - cooling[name])
+            metrics.POOL_FREE.labels(name).set(free)
+            if free <= 0:
+                warnings[name].append(
+                    c.Problem(
+                        reason="PoolExhausted",
+                        field="spec",
+                        message=f"no free address: {total} total, {used[name]} held, "
+                        f"{cooling[name]} cooling down; new owners are rejected",
+                    )
+                )
+            if outside[name]:
+                warnings[name].append(
+                    c.Problem(
+                        reason="AllocationsOutsidePool",
+                        field="spec",
+                        message=f"{outside[name]} allocation(s) lie outside the pool's current "
+                        "addresses and are kept until their owners release them",
+                    )
+                )
+        self._pool_warnings = dict(warnings)
         for name in set(outside) | set(self._pools) | set(self._outside_logged):
             if outside[name] != self._outside_logged.get(name, 0) and outside[name]:
                 self._log.warning(
@@ -416,3 +456,4 @@ class IpamApp:
             metrics.POOL_OUTSIDE.labels(name).set(outside[name])
         metrics.CAS_CONFLICTS.inc(self.allocator.conflicts - self._conflicts_counted)
         self._conflicts_counted = self.allocator.conflicts
+        return True

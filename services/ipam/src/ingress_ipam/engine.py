@@ -11,14 +11,15 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
-from ingress_events.bus import CasConflict, RevisionMismatch
+from ingress_events.bus import CasConflict, KeyExists, RevisionMismatch
 
-from .adapters.store import AllocationStore, OwnerRecord
+from .adapters.store import ADDRESS_PREFIX, AllocationStore, OwnerRecord
 from .domain.allocator import plan
 from .domain.model import AddressRecord, Assign, OwnerKey, Reject, Request
 from .domain.pools import Pool
 
 log = logging.getLogger("ingress_ipam.engine")
+_ADDRESS_HEAD = ADDRESS_PREFIX + "."
 
 
 class ConflictStorm(Exception):
@@ -169,7 +170,12 @@ class Allocator:
             except CasConflict as exc:
                 self.conflicts += 1
                 log.debug("compare-and-set lost; planning again", extra={"key": str(exc)})
-                await self._refresh_owner(request.owner)
+                if not (isinstance(exc, KeyExists) and str(exc).startswith(_ADDRESS_HEAD)):
+                    # Only an update or an index write that lost says this owner moved
+                    # elsewhere. A create of a fresh address that lost says the address is
+                    # taken (almost always by another owner): re-reading it is enough, and a
+                    # stale view of this owner still loses at the owner index's own CAS.
+                    await self._refresh_owner(request.owner)
                 for address in fresh:
                     await self._refresh_address(address)
                 continue
@@ -218,8 +224,7 @@ class Allocator:
         (and deletes) this index, or its address write is visible here and the owner is planned
         again: the index never names an address its owner does not hold."""
         for address in decision.addresses:
-            found = await self.store.get_address(address)
-            if found is None or found[1] != self._revisions.get(address):
+            if await self.store.get_address_revision(address) != self._revisions.get(address):
                 raise RevisionMismatch(address)
 
     async def _index(self, owner: OwnerKey, decision: Assign, observed_generation: int) -> int:
@@ -262,23 +267,33 @@ class Allocator:
         writes = 0
         # The index in the store, not this replica's view: another replica may have allocated.
         await self._refresh_owner(owner)
+        released: set[str] = set()
         for _ in range(self._max_attempts):
             addresses = tuple(sorted(self._by_owner.get(owner, ())))
             try:
                 for address in addresses:
                     writes += await self._release_address(address, owner, cool=True)
+                    released.add(address)
                 if owner in self.owners:
                     await self.store.delete_owner(owner, self._owner_revisions[owner])
                     del self.owners[owner]
                     del self._owner_revisions[owner]
                     writes += 1
+                # Read the index after the addresses were released. An allocation writes the
+                # index and then re-reads its addresses (Allocator._verify): of two such racing
+                # sequences at least one sees the other's write, so either that allocation
+                # plans again or this release finds its index here and releases it too.
+                if await self.store.get_owner(owner) is not None:
+                    self.conflicts += 1
+                    await self._refresh_owner(owner)
+                    continue
             except CasConflict:
                 self.conflicts += 1
                 await self._refresh_owner(owner)
                 continue
-            after = [self.records[a].reusable_after for a in addresses if a in self.records]
+            after = [self.records[a].reusable_after for a in released if a in self.records]
             cooling = [t for t in after if t is not None]
-            return Released(addresses, max(cooling) if cooling else None, writes)
+            return Released(tuple(sorted(released)), max(cooling) if cooling else None, writes)
         raise ConflictStorm(f"gave up releasing {'/'.join(owner)} after repeated CAS conflicts")
 
     async def sweep(self) -> int:

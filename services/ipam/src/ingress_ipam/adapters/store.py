@@ -114,6 +114,10 @@ class AllocationStore(Protocol):
 
     async def get_address(self, address: str) -> tuple[AddressRecord, int] | None: ...
 
+    async def get_address_revision(self, address: str) -> int | None:
+        """The address key's current revision (None when absent), without decoding it."""
+        ...
+
     async def create_address(self, record: AddressRecord) -> int: ...
 
     async def update_address(self, record: AddressRecord, revision: int) -> int: ...
@@ -151,6 +155,10 @@ class NatsAllocationStore:
     async def get_address(self, address: str) -> tuple[AddressRecord, int] | None:
         entry = await self._kv.get(address_key(address))
         return None if entry is None else (decode_address(entry.value), entry.revision)
+
+    async def get_address_revision(self, address: str) -> int | None:
+        entry = await self._kv.get(address_key(address))
+        return None if entry is None else entry.revision
 
     async def create_address(self, record: AddressRecord) -> int:
         return await self._kv.create(address_key(record.address), encode_address(record))
@@ -220,6 +228,10 @@ class InMemoryAllocationStore:
     async def get_address(self, address: str) -> tuple[AddressRecord, int] | None:
         found = self._data.get(address_key(address))
         return None if found is None else (decode_address(found[0]), found[1])
+
+    async def get_address_revision(self, address: str) -> int | None:
+        found = self._data.get(address_key(address))
+        return None if found is None else found[1]
 
     async def create_address(self, record: AddressRecord) -> int:
         return self._create(address_key(record.address), encode_address(record))
