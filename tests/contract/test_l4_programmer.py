@@ -23,8 +23,10 @@ from l4p_factories import domain_vip, endpoints, envoy_pool, pool, service_vip
 pytestmark = pytest.mark.contract
 
 
-def _app(bus: Bus, dataplane: FakeDataplane) -> L4ProgrammerApp:
-    settings = L4ProgrammerSettings(node_name="node-a", resync_seconds=0.2, drain_poll_seconds=0.1)
+def _app(bus: Bus, dataplane: FakeDataplane, resync: float = 0.2) -> L4ProgrammerApp:
+    settings = L4ProgrammerSettings(
+        node_name="node-a", resync_seconds=resync, drain_poll_seconds=0.1
+    )
     ctx = ServiceContext(
         name="l4-programmer",
         settings=settings,
@@ -141,5 +143,60 @@ async def test_missing_kernel_module_is_a_clear_not_ready(
         assert isinstance(out.envelope.event, c.L4NotReady)
         assert out.envelope.event.reason == "DataplaneUnavailable"
         assert "ip_vs" in out.envelope.event.message
+    finally:
+        await app.stop()
+
+
+async def test_an_event_reads_and_writes_only_its_vip(
+    bus: Bus, event_capture: EventCapture, kernel: FakeDataplane
+) -> None:
+    """Between full resyncs an event touches its own VIP: no whole-table read, and the number
+    of virtual services read and planned does not grow with the table."""
+    await bus.publish(pool())
+    for e in envoy_pool(["10.0.1.1", "10.0.1.2"]):
+        await bus.publish(e)
+    for i in range(20):
+        await bus.publish(domain_vip(f"d{i}.example.com", f"198.51.100.{100 + i}", gen=10 + i))
+    app = _app(bus, kernel, resync=3600)
+    await app.start()
+    try:
+        assert app.last_keys is None  # the start is a full pass: read, apply, read back
+        full_reads = kernel.reads
+        vip = "198.51.100.20"
+        await bus.publish(service_vip("team-a", "db", vip, (5432,), gen=40))
+        await bus.publish(endpoints("team-a", "db", 5432, ["10.0.2.1", "10.0.2.2"]))
+        await event_capture.wait_for(
+            lambda cap: (
+                isinstance(e := cap.envelope.event, c.L4Programmed)
+                and e.vip == vip
+                and e.services[0].ready_real_servers == 2
+            )
+        )
+        assert app.last_keys == 1
+
+        # One endpoint leaves: drained to weight 0, then deleted (no active connection).
+        await bus.publish(endpoints("team-a", "db", 5432, ["10.0.2.1"], gen=6))
+        await event_capture.wait_for(
+            lambda cap: (
+                isinstance(e := cap.envelope.event, c.L4Programmed)
+                and e.vip == vip
+                and e.services[0].real_servers == 1
+            )
+        )
+        assert app.last_keys is not None and app.last_keys <= 1
+
+        # A release removes the services and the address of that VIP alone.
+        await bus.publish(
+            c.VipReleased(
+                generation=50,
+                owner=c.VipOwner(kind="service", namespace="team-a", service="db"),
+                addresses=[vip],
+            )
+        )
+        await event_capture.wait_for(_is(c.L4Removed, vip))
+        assert vip not in kernel.state.addresses
+        assert all(k.vip != vip for k in kernel.state.services)
+        assert len(kernel.state.addresses) == 20 and len(kernel.state.services) == 40
+        assert kernel.reads == full_reads  # no whole-table read after the start
     finally:
         await app.stop()

@@ -188,3 +188,54 @@ async def test_foreign_ipvs_services_are_never_touched(
         sh("ipvsadm", "-D", "-t", foreign, check=False)
         sh("ipvsadm", "-D", "-t", "198.51.100.20:80", check=False)
         sh("ip", "link", "del", vips.ifname, check=False)
+
+
+async def test_drain_timeout_and_restart_mid_drain(
+    topology: dict[str, str], bus: Bus, event_capture: EventCapture
+) -> None:
+    """A drained real server that still holds a connection is kept at weight 0 until the drain
+    timeout, then deleted; a restart mid-drain keeps the drain (weight 0, no write) and the
+    timeout runs from the restart, never shorter."""
+    timeout = 4.0
+    vips = DummyVips(f"l4pv{suffix()}")
+    dataplane = IpvsDataplane(vips)
+    key = VsKey(VIP, "TCP", 80)
+    try:
+        await bus.publish(pool())
+        for e in envoy_pool(list(L7.values()), ports=(80,)):
+            await bus.publish(e)
+        await bus.publish(domain_vip("shop.example.com", VIP, ports=(80,)))
+        conn = Persistent(topology["client"], VIP, 80)
+        try:
+            async with running(bus, dataplane, drain_timeout_seconds=timeout):
+                await event_capture.wait_for(_programmed(2), timeout=20)
+                holder = (await asyncio.to_thread(conn.ask)).split()[0]
+                other = "l7b" if holder == "l7a" else "l7a"
+                drained = Real(L7[holder], 80)
+                for e in envoy_pool([L7[other]], gen=6, ports=(80,)):
+                    await bus.publish(e)
+                await event_capture.wait_for(_programmed(1), timeout=20)
+            # Stopped mid-drain: the kernel keeps the drain.
+            dests = (await asyncio.to_thread(dataplane.read)).services[key].dests
+            assert dests[drained].weight == 0 and dests[drained].active == 1, dests
+
+            restarted = time.monotonic()
+            async with running(bus, dataplane, drain_timeout_seconds=timeout) as app:
+                assert app.last_writes == 0  # the intent is read back from the kernel
+                dests = (await asyncio.to_thread(dataplane.read)).services[key].dests
+                assert dests[drained].weight == 0 and dests[Real(L7[other], 80)].weight == 1
+                assert (await asyncio.to_thread(conn.ask)).split()[0] == holder  # no reset
+                # Still connected, so only the timeout deletes it, and not before it passed.
+                while drained in (await asyncio.to_thread(dataplane.read)).services[key].dests:
+                    waited = time.monotonic() - restarted
+                    assert waited < timeout + 20, sh("ipvsadm", "-Ln")
+                    await asyncio.sleep(0.2)
+                assert time.monotonic() - restarted >= timeout
+                assert set(
+                    await asyncio.to_thread(connect_many, topology["client"], VIP, 80, 3)
+                ) == {other}
+        finally:
+            await asyncio.to_thread(conn.close)
+    finally:
+        sh("ipvsadm", "-D", "-t", f"{VIP}:80", check=False)
+        sh("ip", "link", "del", vips.ifname, check=False)

@@ -1,8 +1,13 @@
 """Wiring: vip / backend / pool events -> derive -> read kernel -> plan -> apply -> verify -> l4.*.
 
-Every reconcile is level-triggered and whole: it derives the desired state from the newest event
-of every key, reads the kernel, applies the fewest writes and reads the kernel back. l4.programmed
-is published only for what the read-back shows; nothing is published again unless it changed.
+Every reconcile is level-triggered: it derives the desired state from the newest event of every
+key, reads the kernel, applies the fewest writes and reads the kernel back. l4.programmed is
+published only for what the read-back shows; nothing is published again unless it changed.
+
+A full pass (at start, every ``RESYNC_SECONDS``, after a failure) dumps the whole table. Between
+them, on an IPVS node, an event only reads, plans, writes and reads back the VIPs whose desired
+state changed (and the draining ones), so one change costs netlink messages in proportion to the
+change, not to the table. Addresses are read whole only when a VIP is bound or unbound.
 """
 
 from __future__ import annotations
@@ -26,8 +31,15 @@ from .adapters.base import Dataplane
 from .adapters.ipvs import IpvsDataplane
 from .adapters.nftables import NftDataplane
 from .domain.desired import BackendKey, DeriveConfig, Derived, ObjectProblem, VipIntent, derive
-from .domain.model import KernelState, describe
-from .domain.plan import DrainKey, plan
+from .domain.model import (
+    AddAddress,
+    DelAddress,
+    DesiredState,
+    KernelState,
+    VsKey,
+    describe,
+)
+from .domain.plan import DrainKey, plan, scope
 from .settings import L4ProgrammerSettings
 
 COMPONENT = "l4-programmer"
@@ -69,8 +81,15 @@ class L4ProgrammerApp:
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._unavailable: str | None = None
+        self._kernel: KernelState | None = None
+        """The kernel as last read back (full pass, then merged with each incremental one)."""
+        self._last_desired: DesiredState | None = None
+        self._last_full = 0.0
+        self._last_vips: dict[str, VipIntent] = {}
         self.reconciles = 0
         self.last_writes = -1
+        self.last_keys: int | None = None
+        """Virtual services the last pass read and planned (None: the whole table)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -120,9 +139,11 @@ class L4ProgrammerApp:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), timeout=timeout)
             self._dirty.clear()
+            full = time.monotonic() - self._last_full >= s.resync_seconds
             try:
-                await self.reconcile()
+                await self.reconcile(full=full)
             except Exception:
+                self._kernel = None  # the next pass reads the whole table again
                 self._log.exception("reconcile failed; retrying at the next tick")
 
     # ------------------------------------------------------------------ reconcile
@@ -164,8 +185,9 @@ class L4ProgrammerApp:
             self._vip_keys.add(envelope.event.key())
         return self._inputs.offer(envelope)
 
-    async def reconcile(self) -> int:
-        """One pass; returns the kernel writes it made (0 on a converged node)."""
+    async def reconcile(self, full: bool = True) -> int:
+        """One pass; returns the kernel writes it made (0 on a converged node). ``full=False``
+        covers only what changed since the last pass, when the dataplane allows it."""
         assert self._dataplane is not None
         self.reconciles += 1
         derived = self._derive()
@@ -182,9 +204,32 @@ class L4ProgrammerApp:
             self.last_writes = 0
             return 0
         self._ctx.readiness.set("dataplane")
+        changed = None if full else self._changed(derived.desired)
+        self.last_keys = None if changed is None else len(changed[1])
+        if changed is None:
+            writes, after = await self._full_pass(derived.desired)
+            await self._publish(derived, after)
+        else:
+            vips, keys = changed
+            writes, after = await self._scoped_pass(derived.desired, vips, keys)
+            # The VIPs planned, and those whose intent changed without a kernel change (a VIP
+            # refused, or its observed generation moved).
+            only = vips | {
+                vip for vip, intent in derived.vips.items() if self._last_vips.get(vip) != intent
+            }
+            await self._publish(derived, after, only=only)
+        self._kernel = after
+        self._last_desired = derived.desired
+        self._last_vips = derived.vips
+        self.last_writes = writes
+        return writes
+
+    async def _full_pass(self, desired: DesiredState) -> tuple[int, KernelState]:
+        assert self._dataplane is not None
+        self._last_full = time.monotonic()
         current = await asyncio.to_thread(self._dataplane.read)
         p = plan(
-            derived.desired,
+            desired,
             current,
             forward=self._dataplane.forward,
             now=self._clock(),
@@ -198,16 +243,75 @@ class L4ProgrammerApp:
             writes = await asyncio.to_thread(self._dataplane.apply, current, p.ops)
             after = await asyncio.to_thread(self._dataplane.read)
         self._drains = dict(p.drains)
-        self.last_writes = writes
-        await self._publish(derived, after)
-        return writes
+        return writes, after
+
+    def _changed(self, desired: DesiredState) -> tuple[set[str], set[VsKey]] | None:
+        """The VIPs whose desired state changed since the last pass or that have a draining
+        real server, and every virtual service of theirs (desired or in the kernel); None when
+        only a full pass will do."""
+        assert self._dataplane is not None
+        last, kernel = self._last_desired, self._kernel
+        if last is None or kernel is None or not self._dataplane.incremental:
+            return None
+        vips = set(desired.addresses ^ last.addresses) | (desired.released ^ last.released)
+        for key, spec in desired.services.items():
+            if last.services.get(key) != spec:
+                vips.add(key.vip)
+        vips.update(k.vip for k in last.services.keys() - desired.services.keys())
+        vips.update(k.vip for k, _ in self._drains)
+        if not vips:
+            return set(), set()
+        return vips, {k for k in desired.services if k.vip in vips} | {
+            k for k in kernel.services if k.vip in vips
+        }
+
+    async def _scoped_pass(
+        self, desired: DesiredState, vips: set[str], keys: set[VsKey]
+    ) -> tuple[int, KernelState]:
+        assert self._dataplane is not None and self._kernel is not None
+        kernel = self._kernel
+        if not vips:
+            return 0, kernel
+        fresh = await asyncio.to_thread(self._dataplane.read_services, keys)
+        want, current = scope(
+            desired, KernelState(services=fresh, addresses=kernel.addresses), keys, vips
+        )
+        p = plan(
+            want,
+            current,
+            forward=self._dataplane.forward,
+            now=self._clock(),
+            drains={k: t for k, t in self._drains.items() if k[0] in keys},
+            drain_timeout=self._settings.drain_timeout_seconds,
+        )
+        writes = 0
+        services = dict(kernel.services)
+        services.update(fresh)
+        addresses = kernel.addresses
+        if p.ops:
+            self._log.info("applying", writes=len(p.ops), ops=[describe(op) for op in p.ops[:50]])
+            writes = await asyncio.to_thread(self._dataplane.apply, current, p.ops)
+            back = await asyncio.to_thread(self._dataplane.read_services, keys)
+            for key in keys:
+                services.pop(key, None)
+            services.update(back)
+            if any(isinstance(op, AddAddress | DelAddress) for op in p.ops):
+                addresses = await asyncio.to_thread(self._dataplane.read_addresses)
+        self._drains = {k: t for k, t in self._drains.items() if k[0] not in keys}
+        self._drains.update(p.drains)
+        return writes, KernelState(services=services, addresses=addresses)
 
     # ------------------------------------------------------------------ events out
 
-    async def _publish(self, derived: Derived, after: KernelState) -> None:
+    async def _publish(
+        self, derived: Derived, after: KernelState, only: set[str] | None = None
+    ) -> None:
+        """l4.* for every VIP, or for the VIPs ``only`` (an incremental pass)."""
         node = self._settings.node_name
         assert self._dataplane is not None
         for vip, intent in sorted(derived.vips.items()):
+            if only is not None and vip not in only:
+                continue
             if intent.problem is not None:
                 self._log.warning(
                     "VIP refused",
@@ -221,6 +325,8 @@ class L4ProgrammerApp:
                 continue
             await self._emit_programmed(derived, intent, after)
         for vip in sorted(derived.desired.released):
+            if only is not None and vip not in only:
+                continue
             gone = vip not in after.addresses and not any(k.vip == vip for k in after.services)
             last = self._published.get((c.Family.L4.value, node, vip))
             if gone and last is not None and not isinstance(last, c.L4Removed):

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Literal, Protocol
 
-from ..domain.model import EMPTY_KERNEL, Forward, KernelState, Op, apply_ops
+from ..domain.model import EMPTY_KERNEL, CurrentVs, Forward, KernelState, Op, VsKey, apply_ops
 
 
 class Dataplane(Protocol):
     name: Literal["ipvs", "nftables"]
     forward: Forward
+    incremental: bool
+    """Whether ``apply`` takes ops planned against a part of the state (IPVS: every write is
+    its own object), so a change can be planned, applied and read back for its keys alone."""
 
     def unavailable(self) -> str | None:
         """Why this dataplane cannot work on this kernel (None when it can)."""
@@ -17,6 +21,14 @@ class Dataplane(Protocol):
 
     def read(self) -> KernelState:
         """The current state, read from the kernel: our VIP addresses and every virtual service."""
+        ...
+
+    def read_services(self, keys: Collection[VsKey]) -> dict[VsKey, CurrentVs]:
+        """Only the virtual services ``keys`` that exist, read from the kernel."""
+        ...
+
+    def read_addresses(self) -> frozenset[str]:
+        """Our VIP addresses only (no table dump)."""
         ...
 
     def apply(self, current: KernelState, ops: list[Op]) -> int:
@@ -37,13 +49,23 @@ class FakeDataplane:
         self.forward: Forward = "tunnel" if name == "ipvs" else "nat"
         self.state = state
         self.missing = missing
+        self.incremental = name == "ipvs"
         self.writes: list[Op] = []
+        self.reads = 0
+        """Full reads (a whole-table dump in a real kernel)."""
 
     def unavailable(self) -> str | None:
         return self.missing
 
     def read(self) -> KernelState:
+        self.reads += 1
         return self.state
+
+    def read_addresses(self) -> frozenset[str]:
+        return self.state.addresses
+
+    def read_services(self, keys: Collection[VsKey]) -> dict[VsKey, CurrentVs]:
+        return {k: self.state.services[k] for k in keys if k in self.state.services}
 
     def apply(self, current: KernelState, ops: list[Op]) -> int:
         self.writes.extend(ops)

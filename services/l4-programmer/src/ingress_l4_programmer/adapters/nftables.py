@@ -5,9 +5,19 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Collection
 from typing import Literal
 
-from ..domain.model import AddAddress, DelAddress, Forward, KernelState, Op, apply_ops
+from ..domain.model import (
+    AddAddress,
+    CurrentVs,
+    DelAddress,
+    Forward,
+    KernelState,
+    Op,
+    VsKey,
+    apply_ops,
+)
 from ..domain.nft import parse_table, render_table
 from .addresses import DummyVips
 
@@ -19,6 +29,8 @@ class NftError(RuntimeError):
 class NftDataplane:
     name: Literal["ipvs", "nftables"] = "nftables"
     forward: Forward = "nat"
+    incremental = False
+    """One table, replaced atomically: always planned and rendered whole."""
 
     def __init__(self, table: str, vips: DummyVips, netns: str | None = None) -> None:
         self.table = table
@@ -51,6 +63,13 @@ class NftDataplane:
                 return KernelState(services={}, addresses=self.vips.list())
             raise
         return KernelState(services=parse_table(json.loads(out)), addresses=self.vips.list())
+
+    def read_addresses(self) -> frozenset[str]:
+        return self.vips.list()
+
+    def read_services(self, keys: Collection[VsKey]) -> dict[VsKey, CurrentVs]:
+        services = self.read().services
+        return {k: services[k] for k in keys if k in services}
 
     def apply(self, current: KernelState, ops: list[Op]) -> int:
         writes = 0

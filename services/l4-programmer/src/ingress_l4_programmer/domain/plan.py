@@ -13,7 +13,7 @@ a weight-0 leftover simply starts its clock again, which never cuts a connection
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from .model import (
@@ -107,3 +107,27 @@ def plan(
     for vip in sorted((desired.released & current.addresses) - served):
         tail.append(DelAddress(vip))
     return Plan(ops=head + body + tail, drains=next_drains)
+
+
+def scope(
+    desired: DesiredState,
+    current: KernelState,
+    keys: Collection[VsKey],
+    vips: Collection[str] = (),
+) -> tuple[DesiredState, KernelState]:
+    """``desired`` and ``current`` cut down to the virtual services ``keys`` and the VIPs
+    ``vips`` (plus those of ``keys``), in time proportional to them, not to the table: an
+    incremental change plans only what it touched. The caller passes every key of a changed VIP
+    that exists on either side."""
+    vips = {k.vip for k in keys} | set(vips)
+    return (
+        DesiredState(
+            services={k: desired.services[k] for k in keys if k in desired.services},
+            addresses=frozenset(v for v in vips if v in desired.addresses),
+            released=frozenset(v for v in vips if v in desired.released),
+        ),
+        KernelState(
+            services={k: current.services[k] for k in keys if k in current.services},
+            addresses=frozenset(v for v in vips if v in current.addresses),
+        ),
+    )
