@@ -4,6 +4,7 @@ of the ADS contract (the real Envoy is exercised in services/l7-config/tests/tes
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import uuid
 from pathlib import Path
@@ -19,6 +20,8 @@ from ingress_l7_config.testing import issue, make_ca
 from ingress_testkit import EventCapture
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "services/l7-config/tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "services/ingress-watcher/tests"))
+from kube_apiserver import LocalApiServer
 from l7_fixtures import context, domain, endpoints, route, tls
 
 pytestmark = pytest.mark.contract
@@ -148,3 +151,143 @@ async def test_restart_replays_state_before_serving(bus: Bus, event_capture: Eve
         )
     finally:
         await app.stop()
+
+
+async def test_file_mode_writes_the_file_set_and_reports_applied(
+    bus: Bus, event_capture: EventCapture, tmp_path: Path
+) -> None:
+    """File mode: no ADS server, no Envoy streams; l7.applied (envoys=0) once the domain's files
+    are written, a bad domain rejected without touching the files, l7.removed after its files
+    are gone."""
+    settings = L7ConfigSettings(
+        mode="file",
+        files_dir=tmp_path / "xds",
+        debounce_seconds=0.005,
+        instance=f"ctf-{uuid.uuid4().hex[:6]}",
+    )
+    app = L7ConfigApp(context(bus, settings), secrets=MemorySecretStore())
+    await app.start()
+    try:
+        assert app.xds_port == 0
+        await bus.publish(endpoints("web", 8080))
+        good = domain("file.example.com", [route("/", "Prefix", "web")])
+        bad = domain(
+            "badfile.example.com", [route("/", "Prefix", "web")], tls=tls("absent", "c" * 64)
+        )
+        await bus.publish(good)
+        await bus.publish(bad)
+        [applied] = await event_capture.wait_for(
+            lambda x: (
+                isinstance(x.envelope.event, c.L7Applied) and x.envelope.event.host == good.host
+            )
+        )
+        assert isinstance(applied.envelope.event, c.L7Applied)
+        assert applied.envelope.event.envoys == 0
+        [rejected] = await event_capture.wait_for(
+            lambda x: (
+                isinstance(x.envelope.event, c.L7Rejected) and x.envelope.event.host == bad.host
+            )
+        )
+        assert isinstance(rejected.envelope.event, c.L7Rejected)
+        assert rejected.envelope.event.reason == "SecretNotFound"
+        routes = (tmp_path / "xds/core/rds-http.json").read_text()
+        assert good.host in routes and bad.host not in routes
+        assert (tmp_path / "xds/endpoints/shop_web_80.json").is_file()
+
+        await bus.publish(c.DomainDeleted(generation=good.generation + 1, host=good.host))
+        await event_capture.wait_for(
+            lambda x: (
+                isinstance(x.envelope.event, c.L7Removed) and x.envelope.event.host == good.host
+            )
+        )
+        assert good.host not in (tmp_path / "xds/core/rds-http.json").read_text()
+        assert not (tmp_path / "xds/endpoints/shop_web_80.json").exists()
+    finally:
+        await app.stop()
+
+
+async def test_tls_material_from_the_kubernetes_api(bus: Bus, event_capture: EventCapture) -> None:
+    """L7_CONFIG_SECRETS_SOURCE=kubernetes against the local API server: a domain whose Secret
+    does not exist yet is rejected, and applies as soon as the Secret is created (the watch
+    re-checks the domains using it); a rotation reaches the SDS resource."""
+    import base64
+    import hashlib
+
+    api = await LocalApiServer(bookmark_interval=0.1).start()
+    ca = make_ca()
+    settings = L7ConfigSettings(
+        secrets_source="kubernetes",
+        kube_api_url=api.url,
+        debounce_seconds=0.005,
+        instance=f"ctk-{uuid.uuid4().hex[:6]}",
+    )
+    servers: list[FakeXdsServer] = []
+
+    def make(observer: XdsObserver) -> FakeXdsServer:
+        servers.append(FakeXdsServer(observer))
+        return servers[0]
+
+    app = L7ConfigApp(context(bus, settings), xds=make)
+    host = "kube.example.com"
+
+    async def put_secret(cert: bytes, key: bytes) -> str:
+        await api.put(
+            {
+                "kind": "Secret",
+                "metadata": {"namespace": "shop", "name": "kube-tls"},
+                "type": "kubernetes.io/tls",
+                "data": {
+                    "tls.crt": base64.b64encode(cert).decode(),
+                    "tls.key": base64.b64encode(key).decode(),
+                },
+            }
+        )
+        return hashlib.sha256(cert + key).hexdigest()
+
+    await app.start()
+    try:
+        servers[0].connect(FakeEnvoy("envoy-k"))
+        await bus.publish(endpoints("web", 8080))
+        early = domain(host, [route("/", "Prefix", "web")], tls=tls("kube-tls", "d" * 64))
+        await bus.publish(early)
+        [hit] = await event_capture.wait_for(
+            lambda x: isinstance(x.envelope.event, c.L7Rejected) and x.envelope.event.host == host
+        )
+        assert hit.envelope.event.reason == "SecretNotFound"  # type: ignore[attr-defined]
+
+        cert, key = issue(ca, [host])
+        await put_secret(cert, key)
+        [hit] = await event_capture.wait_for(
+            lambda x: isinstance(x.envelope.event, c.L7Applied) and x.envelope.event.host == host
+        )
+        assert hit.envelope.event.observed_generation == early.generation  # type: ignore[attr-defined]
+        snapshot = app.snapshot
+        assert snapshot is not None
+        sds = snapshot.get(
+            "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret", "shop/kube-tls"
+        )
+        assert sds is not None
+        assert sds.message.tls_certificate.certificate_chain.inline_bytes == cert
+
+        new_cert, new_key = issue(ca, [host])
+        digest = await put_secret(new_cert, new_key)
+        await bus.publish(domain(host, [route("/", "Prefix", "web")], tls=tls("kube-tls", digest)))
+
+        def rotated() -> bool:
+            snap = app.snapshot
+            res = snap and snap.get(
+                "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+                "shop/kube-tls",
+            )
+            return (
+                bool(res) and res.message.tls_certificate.certificate_chain.inline_bytes == new_cert
+            )  # type: ignore[union-attr]
+
+        for _ in range(200):
+            if rotated():
+                break
+            await asyncio.sleep(0.025)
+        assert rotated()
+    finally:
+        await app.stop()
+        await api.stop()

@@ -284,6 +284,114 @@ def test_golden_resources() -> None:
     assert set(resources) == {"LDS", "RDS", "CDS", "EDS", "SDS"}
 
 
+def remote(
+    cluster: str, address: str, port: int, weight: int = 1, priority: int = 1
+) -> c.RemoteBackend:
+    return c.RemoteBackend(
+        cluster=cluster, address=address, port=port, weight=weight, priority=priority
+    )
+
+
+def golden_remote() -> str:
+    """A domain with remote backends next to one without, sharing a Service: the remote domain
+    gets its own clusters; the other keeps the plain shared one."""
+    federated = domain(
+        "fed.example.com",
+        [route("/", "Prefix", "web"), route("/api", "Prefix", "api")],
+        remote_backends=[
+            remote("cluster-c", "192.0.2.30", 80, weight=5, priority=7),
+            remote("cluster-b", "192.0.2.20", 80, weight=1, priority=1),
+            remote("cluster-d", "192.0.2.40", 8080, weight=10, priority=0),
+            remote("cluster-off", "192.0.2.50", 80, weight=0, priority=1),
+        ],
+    )
+    local = domain("local.example.com", [route("/", "Prefix", "web")])
+    backends = {
+        ("shop", "web", 80): endpoints("web", 8080).model_copy(
+            update={
+                "endpoints": [
+                    c.Endpoint(address="10.0.0.1", port=8080, ready=True, zone="z1"),
+                    c.Endpoint(address="10.0.0.2", port=8080, ready=True, zone="z1"),
+                    c.Endpoint(address="10.0.0.3", port=8080, ready=False, zone="z1"),
+                    c.Endpoint(address="10.0.0.4", port=8080, ready=True, zone="z2"),
+                    c.Endpoint(address="10.0.0.5", port=8080, ready=True, terminating=True),
+                ]
+            }
+        ),
+    }
+    snap = build_snapshot(
+        {d.host: d for d in (federated, local)}, backends, {}, BuildOptions(access_log=False)
+    )
+    return snapshot_json(snap)
+
+
+def test_golden_remote_backends() -> None:
+    path = GOLDEN / "remote.json"
+    text = golden_remote()
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.write_text(text)
+    assert text == path.read_text(), "regenerate with UPDATE_GOLDEN=1 and review the diff"
+    resources = json.loads(text)
+    assert sorted(resources["CDS"]) == [
+        "shop/api/80@fed.example.com",
+        "shop/web/80",
+        "shop/web/80@fed.example.com",
+    ]
+    web = resources["EDS"]["shop/web/80@fed.example.com"]["endpoints"]
+    # (locality, priority, weight): local zones weighted 100 per ready endpoint, remotes ranked
+    # 0 (mixed), 1, 2 without gaps, the weight-0 remote left out.
+    summary = [
+        (
+            loc["locality"].get("zone") or loc["locality"].get("region", ""),
+            loc.get("priority", 0),
+            loc["load_balancing_weight"],
+        )
+        for loc in web
+    ]
+    assert summary == [
+        ("", 0, 1),  # only a terminating endpoint: listed unhealthy, minimum weight
+        ("z1", 0, 200),
+        ("z2", 0, 100),
+        ("cluster-d", 0, 10),
+        ("cluster-b", 1, 1),
+        ("cluster-c", 2, 5),
+    ]
+    statuses = {
+        e["endpoint"]["address"]["socket_address"]["address"]: e["health_status"]
+        for loc in web
+        for e in loc["lb_endpoints"]
+        if "zone" in loc["locality"] or not loc["locality"]
+    }
+    assert statuses == {
+        "10.0.0.1": "HEALTHY",
+        "10.0.0.2": "HEALTHY",
+        "10.0.0.3": "UNHEALTHY",
+        "10.0.0.4": "HEALTHY",
+        "10.0.0.5": "UNHEALTHY",
+    }
+    # The shared cluster of the other domain is unchanged: ready endpoints only, no weights.
+    plain = resources["EDS"]["shop/web/80"]["endpoints"]
+    assert all("load_balancing_weight" not in loc for loc in plain)
+    routes = {
+        vh["name"]: {r["route"]["cluster"] for r in vh["routes"]}
+        for vh in resources["RDS"]["http"]["virtual_hosts"]
+    }
+    assert routes == {
+        "fed.example.com": {"shop/web/80@fed.example.com", "shop/api/80@fed.example.com"},
+        "local.example.com": {"shop/web/80"},
+    }
+
+
+def test_a_remote_vip_must_be_an_address_that_can_serve() -> None:
+    bad = domain(
+        "badremote.example.com",
+        [route("/", "Prefix", "web")],
+        remote_backends=[{"cluster": "b", "address": "0.0.0.0", "port": 80}],
+    )
+    [problem] = validate_domain(bad, {}, NOW)
+    assert problem.reason == "InvalidRemoteBackend" and "0.0.0.0" in problem.message
+
+
 # ----------------------------------------------------------------------------- push plan
 
 

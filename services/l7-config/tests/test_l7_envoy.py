@@ -292,3 +292,106 @@ async def test_delete_removes_the_domain(stack: Stack) -> None:
     )
     assert await stack.service(host, "/") == "404"
     await asyncio.sleep(0)
+
+
+async def test_remote_backend_takes_over_when_local_endpoints_fail(stack: Stack) -> None:
+    """Local-high / remote-low: a remote cluster's VIP at priority 1 gets nothing while the
+    local endpoints are ready, everything when they are not ready or gone, and the traffic comes
+    back when they return. The "remote VIP" is an echo server on loopback."""
+    host = "fed.example.com"
+    local = await EchoServer("fed-local").start()
+    far = await EchoServer("cluster-b-vip").start()
+    try:
+        await stack.bus.publish(endpoints("fed-local", local.port))
+        # A weight far above the local one: only the priority keeps the remote idle.
+        remote = c.RemoteBackend(
+            cluster="cluster-b", address="127.0.0.1", port=far.port, weight=10_000, priority=1
+        )
+        await stack.apply(
+            domain(host, [route("/", "Prefix", "fed-local")], remote_backends=[remote])
+        )
+        await wait_for_reply(stack.http, host, "/", "fed-local")
+        assert [await stack.service(host, "/") for _ in range(20)] == ["fed-local"] * 20
+        assert far.requests == 0
+
+        # Not ready: listed UNHEALTHY, so priority 0 has no healthy capacity left.
+        await stack.bus.publish(endpoints("fed-local", local.port, ready=False))
+        reply, _ = await wait_for_reply(stack.http, host, "/x", "cluster-b-vip")
+        assert reply.field("host") == host  # the remote L7 routes on the same Host
+        assert [await stack.service(host, "/") for _ in range(10)] == ["cluster-b-vip"] * 10
+
+        await stack.bus.publish(endpoints("fed-local", local.port))
+        await wait_for_reply(stack.http, host, "/", "fed-local")
+        assert [await stack.service(host, "/") for _ in range(10)] == ["fed-local"] * 10
+
+        # Gone altogether (the Service port was deleted): the remote serves.
+        await stack.bus.publish(
+            c.BackendDeleted(
+                generation=dt.datetime.now().microsecond + 2 * 10**9,
+                namespace="shop",
+                service="fed-local",
+                port=80,
+            )
+        )
+        await wait_for_reply(stack.http, host, "/", "cluster-b-vip")
+    finally:
+        await local.stop()
+        await far.stop()
+
+
+async def test_remote_backend_at_the_local_priority_shares_by_locality_weight(
+    stack: Stack,
+) -> None:
+    """Priority 0 puts the remote VIP next to the local endpoints: traffic splits by locality
+    weight (100 per ready local endpoint against the remote's weight)."""
+    host = "fedmix.example.com"
+    local = await EchoServer("mix-local").start()
+    far = await EchoServer("cluster-c-vip").start()
+    try:
+        await stack.bus.publish(endpoints("mix-local", local.port))
+        remote = c.RemoteBackend(
+            cluster="cluster-c", address="127.0.0.1", port=far.port, weight=100, priority=0
+        )
+        await stack.apply(
+            domain(host, [route("/", "Prefix", "mix-local")], remote_backends=[remote])
+        )
+        await wait_for_reply(stack.http, host, "/", "mix-local")
+        seen = [await stack.service(host, "/") for _ in range(60)]
+        assert set(seen) == {"mix-local", "cluster-c-vip"}, seen
+        assert 10 <= seen.count("cluster-c-vip") <= 50, seen
+    finally:
+        await local.stop()
+        await far.stop()
+
+
+async def test_remote_backend_takes_the_share_local_capacity_lost(stack: Stack) -> None:
+    """Not-ready endpoints are listed UNHEALTHY, so Envoy knows the local side lost 3 of 4 pods:
+    priority 0 keeps 25% x 1.4 = 35% of the traffic and the remote takes the other 65%, instead
+    of one pod taking everything. The not-ready pods (closed ports) never get a request."""
+    host = "fedspill.example.com"
+    local = await EchoServer("spill-local").start()
+    far = await EchoServer("cluster-d-vip").start()
+    try:
+        await stack.bus.publish(
+            c.BackendEndpoints(
+                generation=dt.datetime.now().microsecond + 4 * 10**9,
+                namespace="shop",
+                service="spill-local",
+                port=80,
+                endpoints=[c.Endpoint(address="127.0.0.1", port=local.port, ready=True)]
+                + [c.Endpoint(address="127.0.0.1", port=p, ready=False) for p in (1, 2, 3)],
+            )
+        )
+        remote = c.RemoteBackend(
+            cluster="cluster-d", address="127.0.0.1", port=far.port, weight=1, priority=1
+        )
+        await stack.apply(
+            domain(host, [route("/", "Prefix", "spill-local")], remote_backends=[remote])
+        )
+        await wait_for_reply(stack.http, host, "/", "spill-local")
+        seen = [await stack.service(host, "/") for _ in range(80)]
+        assert set(seen) == {"spill-local", "cluster-d-vip"}, seen  # no 503 from closed ports
+        assert 12 <= seen.count("spill-local") <= 45, seen  # about 28 of 80 expected
+    finally:
+        await local.stop()
+        await far.stop()

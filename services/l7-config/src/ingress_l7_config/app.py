@@ -24,8 +24,11 @@ from ingress_events.generation import GenerationClock
 from ingress_events.state import LatestByKey
 from ingress_runtime import ServiceContext
 
+from .adapters.files import FileSetWriter, FileXdsServer
+from .adapters.kube_secrets import KubernetesSecretStore, kube_configuration
 from .adapters.secrets import DirectorySecretStore, SecretStore
 from .adapters.xds import EnvoyStream, GrpcXdsServer, XdsObserver, XdsServer
+from .domain.layout import FileLayout
 from .domain.model import SecretMaterial
 from .domain.push import Push
 from .domain.resources import (
@@ -59,16 +62,31 @@ class L7ConfigApp(XdsObserver):
         self._ctx = ctx
         self._log = ctx.log
         s = ctx.settings
+        layout: FileLayout | None = None
+        if s.mode == "file":
+            layout = FileLayout(s.files_envoy_root or str(s.files_dir.absolute()))
         self._options = BuildOptions(
             listen_address=s.listen_address,
             http_port=s.http_port,
             https_port=s.https_port,
             https_redirect_port=s.https_redirect_port,
             access_log=s.access_log,
+            local_locality_weight=s.local_locality_weight,
+            files=layout,
         )
-        self._xds: XdsServer = (
-            xds(self) if xds is not None else GrpcXdsServer(self, s.xds_host, s.xds_port)
-        )
+        self._min_envoys = s.min_envoys
+        if xds is not None:
+            self._xds: XdsServer = xds(self)
+        elif layout is not None:
+            # No Envoy reports back in file mode: written is as applied as it gets.
+            self._xds = FileXdsServer(FileSetWriter(s.files_dir), layout)
+            self._min_envoys = 0
+        else:
+            self._xds = GrpcXdsServer(self, s.xds_host, s.xds_port)
+        if secrets is None and s.secrets_source == "kubernetes":
+            secrets = KubernetesSecretStore(
+                kube_configuration(s.kube_api_url, s.kube_token_file, s.kube_ca_file)
+            )
         self._secrets = secrets or DirectorySecretStore(s.secrets_dir)
         self._clock = clock
         self._generations = GenerationClock()
@@ -104,6 +122,11 @@ class L7ConfigApp(XdsObserver):
         for condition in ("state-replayed", "xds-serving"):
             ready.require(condition)
         bus = self._ctx.bus
+        if isinstance(self._secrets, KubernetesSecretStore):
+            # The Secret cache is complete before the first build: a restart never rejects a
+            # domain because its Secret was not listed yet.
+            self._secrets.on_change = self._secret_changed
+            await self._secrets.start()
         for family in (c.Family.BACKEND, c.Family.DOMAIN):
             for envelope in (await bus.replay(family)).values():
                 self._offer(envelope)
@@ -136,6 +159,8 @@ class L7ConfigApp(XdsObserver):
                 await task
         while not self._outbox.empty():
             await self._ctx.bus.publish(self._outbox.get_nowait())
+        if isinstance(self._secrets, KubernetesSecretStore):
+            await self._secrets.stop()
 
     # ------------------------------------------------------------------ inputs
 
@@ -152,6 +177,18 @@ class L7ConfigApp(XdsObserver):
             self._backends.pop((event.namespace, event.service, event.port), None)
             self._backends_dirty = True
         self._wake.set()
+
+    def _secret_changed(self, namespace: str, name: str) -> None:
+        """A Secret was created, rotated or deleted: check the domains that use it again."""
+        hosts = [
+            host
+            for host, d in self._desired.items()
+            if d.tls is not None
+            and (d.tls.secret.namespace, d.tls.secret.name) == (namespace, name)
+        ]
+        if hosts:
+            self._dirty.update(hosts)
+            self._wake.set()
 
     async def _handle(self, envelope: Envelope[c.Event]) -> None:
         self._offer(envelope)
@@ -340,7 +377,7 @@ class L7ConfigApp(XdsObserver):
             for host in sorted(self._removing):
                 self._emit(c.L7Removed(generation=self._next_generation(host), host=host))
             self._removing.clear()
-        if len(streams) < self._ctx.settings.min_envoys:
+        if len(streams) < self._min_envoys:
             return
         for host, generation in snapshot.generations.items():
             if self._applied.get(host) == generation:

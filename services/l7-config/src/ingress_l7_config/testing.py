@@ -89,12 +89,24 @@ def bootstrap(node: str, xds_port: int) -> dict[str, object]:
     }
 
 
+def file_bootstrap(node: str, root: str) -> dict[str, object]:
+    """A bootstrap for file mode: listeners and clusters from the file set under ``root``."""
+    from .domain.layout import FileLayout
+
+    return {
+        "node": {"id": node, "cluster": "ingress-l7"},
+        "dynamic_resources": FileLayout(root).dynamic_resources(),
+    }
+
+
 @dataclass
 class EnvoyProcess:
     node: str
     xds_port: int
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="l7-config-envoy-")))
     proc: subprocess.Popen[bytes] | None = None
+    config: dict[str, object] | None = None
+    """The bootstrap; ``None``: :func:`bootstrap` to the ADS server on ``xds_port``."""
 
     @property
     def log_path(self) -> Path:
@@ -102,7 +114,7 @@ class EnvoyProcess:
 
     def start(self) -> EnvoyProcess:
         config = self.workdir / "bootstrap.json"
-        config.write_text(json.dumps(bootstrap(self.node, self.xds_port)))
+        config.write_text(json.dumps(self.config or bootstrap(self.node, self.xds_port)))
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [

@@ -15,13 +15,22 @@ Ingress v1 path semantics, mapped onto Envoy's first-match route list:
   followed by the suffix; the regex is built from the canonical hostname (letters, digits, '-' and
   escaped dots), never from free text.
 * A host without a virtual host gets Envoy's 404.
+
+Cross-cluster backends (``remote_backends``, the seed's local-high / remote-low): every cluster of
+such a domain is its own ``<ns>/<service>/<port>@<host>`` cluster whose load assignment holds the
+local endpoints at priority 0 and each remote cluster's VIP as a locality of its own, at priority
+``rank(remote.priority)`` (0 = mixed with the local endpoints by locality weight, 1.. = failover
+levels, renumbered without gaps). Local endpoints that are not ready are listed as UNHEALTHY, so
+Envoy sees the real share of healthy local capacity and spills to the next priority as it drops
+(overprovisioning factor 1.4); panic routing is off for these clusters, so an unhealthy local pod
+never takes traffic while a remote can.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from envoy.config.accesslog.v3 import accesslog_pb2  # type: ignore[import-untyped, unused-ignore]
@@ -49,6 +58,7 @@ from envoy.extensions.transport_sockets.tls.v3 import (  # type: ignore[import-u
     tls_pb2,
 )
 from envoy.type.matcher.v3 import regex_pb2, string_pb2  # type: ignore[import-untyped, unused-ignore]
+from envoy.type.v3 import percent_pb2  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf import (  # type: ignore[import-untyped, unused-ignore]
     any_pb2,
     duration_pb2,
@@ -58,6 +68,7 @@ from google.protobuf import (  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf.message import Message  # type: ignore[import-untyped, unused-ignore]
 from ingress_events import catalogue as c
 
+from .layout import FileLayout
 from .model import SecretMaterial
 from .validate import secret_name
 
@@ -84,6 +95,15 @@ def cluster_name(ref: c.BackendRef) -> str:
     return f"{ref.namespace}/{ref.service}/{ref.port}"
 
 
+def remote_cluster_name(ref: c.BackendRef, host: str) -> str:
+    """The cluster of ``ref`` for a domain with remote backends: the remote VIPs are the
+    domain's, so the cluster cannot be shared with other domains."""
+    return f"{cluster_name(ref)}@{host}"
+
+
+NameOf = Callable[[c.BackendRef], str]
+
+
 BackendKey = tuple[str, str, int]
 
 
@@ -98,6 +118,11 @@ class BuildOptions:
     https_port: int = 8443
     https_redirect_port: int = 443
     access_log: bool = True
+    local_locality_weight: int = 100
+    """Locality weight per ready local endpoint in clusters with remote backends (a remote's
+    ``weight`` is measured against it at the same priority)."""
+    files: FileLayout | None = None
+    """File mode: RDS, EDS and SDS are read from these files instead of over ADS."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +171,33 @@ def _ads() -> config_source_pb2.ConfigSource:
     )
 
 
+def _path_source(layout: FileLayout, where: tuple[str, str]) -> config_source_pb2.ConfigSource:
+    # watched_directory: Envoy reloads on a move into the directory, which is how both our
+    # writer (write + rename) and a Kubernetes ConfigMap volume (..data swap) update files.
+    return config_source_pb2.ConfigSource(
+        path_config_source=config_source_pb2.PathConfigSource(
+            path=layout.path(where),
+            watched_directory=base_pb2.WatchedDirectory(path=layout.group_dir(where[0])),
+        ),
+        resource_api_version=config_source_pb2.ApiVersion.V3,
+    )
+
+
+def _route_source(name: str, options: BuildOptions) -> config_source_pb2.ConfigSource:
+    files = options.files
+    return _ads() if files is None else _path_source(files, files.route(name))
+
+
+def _endpoint_source(name: str, options: BuildOptions) -> config_source_pb2.ConfigSource:
+    files = options.files
+    return _ads() if files is None else _path_source(files, files.endpoints(name))
+
+
+def _secret_source(name: str, options: BuildOptions) -> config_source_pb2.ConfigSource:
+    files = options.files
+    return _ads() if files is None else _path_source(files, files.secret(name))
+
+
 def _duration(seconds: float) -> duration_pb2.Duration:
     d = duration_pb2.Duration()
     d.FromNanoseconds(round(seconds * 1e9))
@@ -191,18 +243,21 @@ def _authority_one_label(host: str) -> route_components_pb2.HeaderMatcher:
 
 
 def _action(
-    backends: list[c.WeightedBackend], route: c.Route | None, matched_prefix: str | None
+    backends: list[c.WeightedBackend],
+    route: c.Route | None,
+    matched_prefix: str | None,
+    names: NameOf = cluster_name,
 ) -> route_components_pb2.RouteAction:
     action = route_components_pb2.RouteAction()
     live = [b for b in backends if b.weight > 0]
     if len(live) == 1:
-        action.cluster = cluster_name(live[0].backend)
+        action.cluster = names(live[0].backend)
     else:
         action.weighted_clusters.CopyFrom(
             route_components_pb2.WeightedCluster(
                 clusters=[
                     route_components_pb2.WeightedCluster.ClusterWeight(
-                        name=cluster_name(b.backend),
+                        name=names(b.backend),
                         weight=wrappers_pb2.UInt32Value(value=b.weight),
                     )
                     for b in live
@@ -248,7 +303,7 @@ def _action(
     return action
 
 
-def _route(route: c.Route, host: str) -> route_components_pb2.Route:
+def _route(route: c.Route, host: str, names: NameOf = cluster_name) -> route_components_pb2.Route:
     match = route_components_pb2.RouteMatch()
     matched_prefix: str | None = None
     if route.path_type == "Exact":
@@ -265,12 +320,14 @@ def _route(route: c.Route, host: str) -> route_components_pb2.Route:
     return route_components_pb2.Route(
         name=f"{kind}:{route.path}",
         match=match,
-        route=_action(list(route.backends), route, matched_prefix),
+        route=_action(list(route.backends), route, matched_prefix, names),
     )
 
 
-def _virtual_host(domain: c.DomainDesired) -> route_components_pb2.VirtualHost:
-    routes = [_route(r, domain.host) for r in ordered_routes(domain.routes)]
+def _virtual_host(
+    domain: c.DomainDesired, names: NameOf = cluster_name
+) -> route_components_pb2.VirtualHost:
+    routes = [_route(r, domain.host, names) for r in ordered_routes(domain.routes)]
     if domain.default_backend is not None:
         match = route_components_pb2.RouteMatch(prefix="/")
         if domain.host.startswith("*."):
@@ -279,7 +336,7 @@ def _virtual_host(domain: c.DomainDesired) -> route_components_pb2.VirtualHost:
             route_components_pb2.Route(
                 name="default-backend",
                 match=match,
-                route=_action([domain.default_backend], None, None),
+                route=_action([domain.default_backend], None, None, names),
             )
         )
     return route_components_pb2.VirtualHost(name=domain.host, domains=[domain.host], routes=routes)
@@ -310,7 +367,9 @@ def _hcm(
 ) -> listener_components_pb2.Filter:
     hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix,
-        rds=hcm_pb2.Rds(config_source=_ads(), route_config_name=route_config),
+        rds=hcm_pb2.Rds(
+            config_source=_route_source(route_config, options), route_config_name=route_config
+        ),
         http_filters=[
             hcm_pb2.HttpFilter(
                 name="envoy.filters.http.router", typed_config=_any(router_pb2.Router())
@@ -358,7 +417,8 @@ def _https_listener(
             common_tls_context=tls_pb2.CommonTlsContext(
                 tls_certificate_sds_secret_configs=[
                     secret_pb2.SdsSecretConfig(
-                        name=secret_name(domain.tls.secret), sds_config=_ads()
+                        name=secret_name(domain.tls.secret),
+                        sds_config=_secret_source(secret_name(domain.tls.secret), options),
                     )
                 ],
                 alpn_protocols=["h2", "http/1.1"],
@@ -392,14 +452,43 @@ def _https_listener(
 # ----------------------------------------------------------------------------- clusters
 
 
-def _cluster(name: str) -> cluster_pb2.Cluster:
-    return cluster_pb2.Cluster(
+def _cluster(name: str, options: BuildOptions, remote: bool = False) -> cluster_pb2.Cluster:
+    cluster = cluster_pb2.Cluster(
         name=name,
         type=cluster_pb2.Cluster.DiscoveryType.EDS,
-        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads()),
+        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(
+            eds_config=_endpoint_source(name, options)
+        ),
         connect_timeout=_duration(2.0),
         lb_policy=cluster_pb2.Cluster.LbPolicy.ROUND_ROBIN,
     )
+    if remote:
+        cluster.common_lb_config.CopyFrom(
+            cluster_pb2.Cluster.CommonLbConfig(
+                locality_weighted_lb_config=cluster_pb2.Cluster.CommonLbConfig.LocalityWeightedLbConfig(),
+                # Never route to a not-ready local pod: the next priority takes the traffic.
+                healthy_panic_threshold=percent_pb2.Percent(value=0.0),
+            )
+        )
+    return cluster
+
+
+def _lb_endpoint(
+    e: c.Endpoint | c.RemoteBackend, healthy: bool
+) -> endpoint_components_pb2.LbEndpoint:
+    return endpoint_components_pb2.LbEndpoint(
+        endpoint=endpoint_components_pb2.Endpoint(address=_address(e.address, e.port)),
+        health_status=(
+            health_check_pb2.HealthStatus.HEALTHY
+            if healthy
+            else health_check_pb2.HealthStatus.UNHEALTHY
+        ),
+    )
+
+
+def _ready(ep: c.Endpoint) -> bool:
+    # Only ready endpoints take traffic; a terminating one is never ready.
+    return ep.ready and not ep.terminating
 
 
 def _load_assignment(
@@ -408,8 +497,7 @@ def _load_assignment(
     by_zone: dict[str, list[c.Endpoint]] = {}
     if backend is not None:
         for ep in backend.endpoints:
-            # Only ready endpoints take traffic; a terminating one is never ready.
-            if ep.ready and not ep.terminating:
+            if _ready(ep):
                 by_zone.setdefault(ep.zone or "", []).append(ep)
     localities = []
     for zone in sorted(by_zone):
@@ -417,15 +505,55 @@ def _load_assignment(
         localities.append(
             endpoint_components_pb2.LocalityLbEndpoints(
                 locality=base_pb2.Locality(zone=zone),
-                lb_endpoints=[
-                    endpoint_components_pb2.LbEndpoint(
-                        endpoint=endpoint_components_pb2.Endpoint(
-                            address=_address(e.address, e.port)
-                        ),
-                        health_status=health_check_pb2.HealthStatus.HEALTHY,
-                    )
-                    for e in eps
-                ],
+                lb_endpoints=[_lb_endpoint(e, True) for e in eps],
+            )
+        )
+    return endpoint_pb2.ClusterLoadAssignment(cluster_name=name, endpoints=localities)
+
+
+def priority_ranks(remotes: Iterable[c.RemoteBackend]) -> dict[int, int]:
+    """Envoy priority of each catalogue priority: 0 stays 0 (with the local endpoints); the
+    others become 1, 2, ... in order, without gaps."""
+    levels = sorted({r.priority for r in remotes if r.priority > 0})
+    return {0: 0} | {p: i + 1 for i, p in enumerate(levels)}
+
+
+def _remote_load_assignment(
+    name: str,
+    backend: c.BackendEndpoints | None,
+    remotes: list[c.RemoteBackend],
+    options: BuildOptions,
+) -> endpoint_pb2.ClusterLoadAssignment:
+    """Local endpoints at priority 0, weighted ``local_locality_weight`` per ready endpoint
+    (not-ready ones listed UNHEALTHY so the healthy share is real); each remote VIP its own
+    locality at its ranked priority with its own weight."""
+    by_zone: dict[str, list[c.Endpoint]] = {}
+    for ep in backend.endpoints if backend is not None else []:
+        by_zone.setdefault(ep.zone or "", []).append(ep)
+    localities = []
+    for zone in sorted(by_zone):
+        eps = sorted(by_zone[zone], key=lambda e: (e.address, e.port, not _ready(e)))
+        ready = sum(1 for e in eps if _ready(e))
+        localities.append(
+            endpoint_components_pb2.LocalityLbEndpoints(
+                locality=base_pb2.Locality(zone=zone),
+                lb_endpoints=[_lb_endpoint(e, _ready(e)) for e in eps],
+                # A weight of at least 1 is required; a zone with no ready endpoint gets no
+                # traffic anyway (its hosts are unhealthy).
+                load_balancing_weight=wrappers_pb2.UInt32Value(
+                    value=max(1, ready * options.local_locality_weight)
+                ),
+                priority=0,
+            )
+        )
+    ranks = priority_ranks(remotes)
+    for remote in sorted(remotes, key=lambda r: (ranks[r.priority], r.cluster, r.address, r.port)):
+        localities.append(
+            endpoint_components_pb2.LocalityLbEndpoints(
+                locality=base_pb2.Locality(region=remote.cluster),
+                lb_endpoints=[_lb_endpoint(remote, True)],
+                load_balancing_weight=wrappers_pb2.UInt32Value(value=remote.weight),
+                priority=ranks[remote.priority],
             )
         )
     return endpoint_pb2.ClusterLoadAssignment(cluster_name=name, endpoints=localities)
@@ -442,6 +570,13 @@ def _secret(name: str, material: SecretMaterial) -> secret_pb2.Secret:
 
 
 # ----------------------------------------------------------------------------- snapshot
+
+
+def _bind_host(host: str) -> NameOf:
+    def name(ref: c.BackendRef) -> str:
+        return remote_cluster_name(ref, host)
+
+    return name
 
 
 def build_snapshot(
@@ -464,28 +599,39 @@ def build_snapshot(
         refs = [b.backend for r in domain.routes for b in r.backends]
         if domain.default_backend is not None:
             refs.append(domain.default_backend.backend)
+        # A remote with weight 0 is switched off: it contributes nothing.
+        remotes = [r for r in domain.remote_backends if r.weight > 0]
+        names: NameOf = cluster_name
+        if remotes:
+            names = _bind_host(domain.host)
         for ref in refs:
-            name = cluster_name(ref)
+            name = names(ref)
             used |= {(CLUSTER, name), (ENDPOINT, name)}
             if name not in out[CLUSTER]:
-                out[CLUSTER][name] = _resource(name, _cluster(name))
-                out[ENDPOINT][name] = _resource(
-                    name, _load_assignment(name, backends.get(backend_key(ref)))
+                out[CLUSTER][name] = _resource(name, _cluster(name, options, bool(remotes)))
+                found = backends.get(backend_key(ref))
+                assignment = (
+                    _remote_load_assignment(name, found, remotes, options)
+                    if remotes
+                    else _load_assignment(name, found)
                 )
+                out[ENDPOINT][name] = _resource(name, assignment)
         if domain.tls is not None:
             sname = secret_name(domain.tls.secret)
             out[SECRET].setdefault(sname, _resource(sname, _secret(sname, secrets[sname])))
             rname = https_routes(host)
             out[ROUTE][rname] = _resource(
                 rname,
-                route_pb2.RouteConfiguration(name=rname, virtual_hosts=[_virtual_host(domain)]),
+                route_pb2.RouteConfiguration(
+                    name=rname, virtual_hosts=[_virtual_host(domain, names)]
+                ),
             )
             used |= {(SECRET, sname), (LISTENER, HTTPS_LISTENER), (ROUTE, rname)}
             tls_domains.append(domain)
         if domain.tls is not None and domain.http_redirect_to_https:
             http_vhosts.append(_redirect_host(domain, options.https_redirect_port))
         else:
-            http_vhosts.append(_virtual_host(domain))
+            http_vhosts.append(_virtual_host(domain, names))
         deps[host] = used
     out[LISTENER][HTTP_LISTENER] = _resource(HTTP_LISTENER, _http_listener(options))
     out[ROUTE][HTTP_ROUTES] = _resource(

@@ -9,6 +9,7 @@ would silently never match), header values with CR/LF, and the TLS material itse
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import re
 
 from cryptography import x509
@@ -177,6 +178,16 @@ def validate_domain(
             )
     if desired.default_backend is not None and desired.default_backend.weight == 0:
         problems.append(Problem("NoBackendWeight", "default_backend has weight 0"))
+    for index, remote in enumerate(desired.remote_backends):
+        address = ipaddress.ip_address(remote.address)
+        if address.is_unspecified or address.is_multicast:
+            problems.append(
+                Problem(
+                    "InvalidRemoteBackend",
+                    f"remote_backends[{index}] ({remote.cluster}): {remote.address} "
+                    "cannot be a remote cluster's VIP",
+                )
+            )
     if not desired.routes and desired.default_backend is None:
         problems.append(Problem("NoRoutes", "the domain has neither routes nor a default backend"))
     if desired.tls is not None:
