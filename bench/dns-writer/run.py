@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import platform
 import statistics
 import tempfile
@@ -27,6 +29,7 @@ import structlog
 from ingress_dns_writer.adapters.knot_process import KnotServer, TsigKey
 from ingress_dns_writer.adapters.rfc2136 import Rfc2136Provider
 from ingress_dns_writer.app import DnsWriterApp
+from ingress_dns_writer.domain import Desired, NamePlan, plan_publish
 from ingress_dns_writer.settings import DnsWriterSettings
 from ingress_events import catalogue as c
 from ingress_events.bus import Bus, BusSettings, StreamSettings
@@ -35,6 +38,8 @@ from ingress_runtime import Readiness, ServiceContext
 from ingress_testkit.nats_server import NatsServer, find_nats_server
 
 REPORT = Path(__file__).with_name("report.md")
+# Quiet: one info line per published name costs more than the writer's own work at 10,000 names.
+structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 ZONE = "bench.test"
 
 
@@ -78,6 +83,15 @@ async def make_app(root: str, url: str, knot: KnotServer, secret: Path) -> tuple
     return bus, DnsWriterApp(ctx)
 
 
+async def stop_within(app: DnsWriterApp, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(app.stop(), seconds)
+    except TimeoutError:
+        for task in asyncio.all_tasks():
+            task.print_stack()
+        raise
+
+
 async def resolves(port: int, name: str, value: str) -> bool:
     answer = await dns.asyncquery.udp(
         dns.message.make_query(name, "A"), "127.0.0.1", port=port, timeout=1.0
@@ -100,9 +114,47 @@ async def latency(url: str, knot: KnotServer, secret: Path, samples: int) -> lis
                 await asyncio.sleep(0.001)
             out.append((time.perf_counter() - started) * 1000)
     finally:
-        await app.stop()
+        await stop_within(app, 30)
         await bus.close()
     return out
+
+
+async def baseline(knot: KnotServer, key: TsigKey, samples: int) -> list[float]:
+    """The same read / signed UPDATE / poll per name, straight through the provider: no bus, no
+    app. What the server and the RFC 2136 round trips cost on this machine right now."""
+    provider = Rfc2136Provider(
+        server="127.0.0.1",
+        port=knot.port,
+        key_name=key.name,
+        algorithm=key.algorithm,
+        secret=key.secret,
+        registry_prefix="_ingress-owner",
+    )
+    out: list[float] = []
+    try:
+        for i in range(samples):
+            event = assigned(200_000 + i)
+            host = event.owner.host
+            assert host is not None
+            values = frozenset(event.addresses)
+            want = Desired(host, ZONE, f"domain/{host}", values, values, 30, event.generation)
+            started = time.perf_counter()
+            view = await provider.read(ZONE, [host])
+            plan = plan_publish(want, view.get(host), "baseline", "_ingress-owner")
+            assert isinstance(plan, NamePlan)
+            await provider.apply(ZONE, [plan])
+            while not await resolves(knot.port, f"{host}.", event.addresses[0]):  # noqa: ASYNC110
+                await asyncio.sleep(0.001)
+            out.append((time.perf_counter() - started) * 1000)
+    finally:
+        await provider.close()
+    return out
+
+
+def percentiles(values: list[float]) -> tuple[float, float, float]:
+    ordered = sorted(values)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return statistics.median(ordered), p99, ordered[-1]
 
 
 async def initial_sync(
@@ -121,7 +173,7 @@ async def initial_sync(
             await asyncio.sleep(0.1)
         elapsed = time.perf_counter() - started
     finally:
-        await app.stop()
+        await stop_within(app, 30)
         await bus.close()
     reader = Rfc2136Provider(
         server="127.0.0.1",
@@ -136,46 +188,71 @@ async def initial_sync(
     return elapsed, held
 
 
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
 async def main(samples: int, records: int) -> None:
     binary = find_nats_server()
     assert binary, "nats-server missing: scripts/setup"
     nats = NatsServer(binary).start()
     key = TsigKey.generate("bench-writer.")
     knot = KnotServer(zones=[ZONE], keys=[key]).start()
+    loads = [load()]
     with tempfile.TemporaryDirectory(prefix="dns-writer-bench-") as tmp:
         secret = Path(tmp) / "tsig.secret"
         secret.write_text(key.secret)
         try:
+            base = await baseline(knot, key, samples)
             lat = await latency(nats.url, knot, secret, samples)
+            loads.append(load())
             sync_s, held = await initial_sync(nats.url, knot, secret, records, key)
+            loads.append(load())
         finally:
             knot.cleanup()
             nats.cleanup()
-    lat.sort()
-    p50 = statistics.median(lat)
-    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    b50, b99, bmax = percentiles(base)
+    p50, p99, pmax = percentiles(lat)
+    lat_ok = "met" if p99 <= 100 else "NOT met"
+    sync_ok = "met" if sync_s <= 30 and held >= records else "NOT met"
     lines = [
         f"vip.assigned -> resolvable at knotd: n={len(lat)} p50={p50:.1f} ms p99={p99:.1f} ms "
-        f"max={lat[-1]:.1f} ms (target p99 <= 100 ms)",
+        f"max={pmax:.1f} ms (target p99 <= 100 ms: {lat_ok})",
+        f"baseline, same run (read + signed UPDATE + poll straight through the provider, no bus, "
+        f"no app): p50={b50:.1f} ms p99={b99:.1f} ms max={bmax:.1f} ms; "
+        f"writer/baseline p50 {p50 / b50:.1f}x, p99 {p99 / b99:.1f}x",
         f"initial sync: {records} names published and verified in {sync_s:.1f} s; "
-        f"{held} A records in the zone by AXFR (target <= 30 s)",
+        f"{held} A records in the zone by AXFR (target <= 30 s: {sync_ok})",
     ]
     for line in lines:
         print(line)
+    print(f"load average (1/5/15 min) at start / after latency / after sync: {' | '.join(loads)}")
     REPORT.write_text(
         "# dns-writer benchmark\n\n"
         "Command: `.venv/bin/python bench/dns-writer/run.py "
         f"--samples {samples} --records {records}`\n\n"
+        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
         f"Machine: {platform.machine()}, {platform.system()} {platform.release()}, "
-        "2 cores, shared with other test runs; nats-server 2.9 and Knot DNS 3.2 on loopback.\n\n"
+        "2 cores shared with other helpers' test runs; nats-server 2.9 and Knot DNS 3.2 on "
+        f"loopback. Load average (1/5/15 min) at start / after latency / after sync: "
+        f"{' | '.join(loads)}.\n\n"
         + "".join(f"- {line}\n" for line in lines)
         + "\nHow: a real nats-server and a real knotd (RFC 2136 + TSIG hmac-sha256). Latency is "
         "measured from publish to the first UDP answer from knotd holding the VIP, one name at a "
-        "time; the writer reads the name (3 queries), sends one signed UPDATE over TCP, verifies "
-        "through aiodns, then publishes dns.published. The initial sync starts a fresh writer "
-        "with 10,000 vip.assigned on the bus: it replays them, reads the zone once by AXFR, and "
-        "writes batches of 200 names per UPDATE; the clock stops at the 10,000th dns.published "
-        "(each emitted after the name was resolved through aiodns).\n"
+        "time; the writer reads the name (3 queries), sends one signed UPDATE over a kept-open "
+        "TCP connection, verifies through aiodns, then publishes dns.published. The baseline "
+        "does the same read, UPDATE and poll through the provider alone, in the same run, so "
+        "the ratio shows what the bus and the app add on a machine this loaded. The initial "
+        "sync starts a fresh writer with the vip.assigned events on the bus: it replays them, "
+        "reads the zone once by AXFR, writes batches of 200 names per UPDATE with 4 in flight, "
+        "verifies every name through aiodns (one resolver per pass); the clock stops at the "
+        "last dns.published.\n\n"
+        "Reading the tail: Knot 3.2 itself answers about 1% of signed UPDATEs only after about "
+        "1 s on this machine (reproduced with plain dnspython and no writer: "
+        "query-then-update loops against a fresh knotd, UDP or TCP, new or kept-open "
+        "connection), so the baseline's p99 carries the same ~1 s as the writer's; the "
+        "writer/baseline p99 ratio is what the writer adds.\n"
     )
 
 

@@ -13,7 +13,7 @@ from ingress_dns_writer.adapters.knot_process import KnotServer, TsigKey
 from ingress_dns_writer.adapters.rfc2136 import Rfc2136Provider
 from ingress_dns_writer.app import DnsWriterApp
 from ingress_dns_writer.domain import Change, NamePlan
-from ingress_dns_writer.settings import DnsWriterSettings
+from ingress_dns_writer.settings import DnsWriterSettings, ProviderSettings
 from ingress_events import catalogue as c
 from ingress_events.bus import Bus, BusSettings
 from ingress_events.subjects import Subjects
@@ -370,3 +370,162 @@ async def test_unconfigured_stays_up_not_ready(bus: Bus, bus_settings: BusSettin
     await app.start()
     assert app._ctx.readiness.unmet() == ["dns-provider"]
     await app.stop()
+
+
+def region_settings(
+    bus_settings: BusSettings,
+    region: str,
+    servers: dict[str, tuple[KnotServer, TsigKey]],
+    tmp_path: Path,
+) -> DnsWriterSettings:
+    providers: list[ProviderSettings] = []
+    for name, (server, key) in servers.items():
+        secret = tmp_path / f"{region}-{name}.secret"
+        secret.write_text(key.secret)
+        providers.append(
+            ProviderSettings(
+                name=name,
+                region=name,
+                server="127.0.0.1",
+                port=server.port,
+                tsig_key_name=key.name,
+                tsig_secret_file=secret,
+            )
+        )
+    return DnsWriterSettings(
+        nats_url=bus_settings.servers[0],
+        subject_root=bus_settings.subjects.root,
+        cluster=f"cluster-{region}",
+        region=region,
+        providers=providers,
+        zones=ZONE,
+        hold_down_seconds=0.3,
+        verify_interval_seconds=0.5,
+        max_backoff_seconds=0.5,
+    )
+
+
+async def test_each_region_answers_with_its_own_vips_and_falls_back(
+    bus: Bus,
+    event_capture: EventCapture,
+    bus_settings: BusSettings,
+    keys: list[TsigKey],
+    tmp_path: Path,
+    nats_url: str,
+) -> None:
+    """Two edge sites, each with its own Knot server and its own cluster: each site's server
+    answers with its cluster's VIP while that VIP is up, and with the other site's VIP when
+    its own routes are withdrawn everywhere."""
+    eu_dns = KnotServer(zones=[ZONE], keys=keys)
+    us_dns = KnotServer(zones=[ZONE], keys=keys)
+    bus_us: Bus | None = None
+    apps: list[DnsWriterApp] = []
+    try:
+        eu_dns.start()
+        us_dns.start()
+        servers = {"eu": (eu_dns, keys[0]), "us": (us_dns, keys[0])}
+        us_bus_settings = BusSettings(
+            servers=[nats_url],
+            source="//ingress-domain/us/test",
+            subjects=Subjects(bus_settings.subjects.root + "us"),
+            streams=bus_settings.streams,
+        )
+        bus_us = await Bus.connect(us_bus_settings)
+        await bus_us.ensure_streams()
+        eu = make_app(bus, region_settings(bus_settings, "eu", servers, tmp_path))
+        us = make_app(bus_us, region_settings(us_bus_settings, "us", servers, tmp_path))
+        apps = [eu, us]
+        await eu.start()
+        await us.start()
+        at_eu, at_us = reader(eu_dns, keys[0]), reader(us_dns, keys[0])
+        host = "shop.example.test"
+        await bus.publish(assigned(host, "10.0.1.1"))
+        await bus_us.publish(assigned(host, "10.0.2.1"))
+        await until(lambda: _eq(at_eu.resolve(host), {"10.0.1.1"}))
+        await until(lambda: _eq(at_us.resolve(host), {"10.0.2.1"}))
+        # The eu cluster reports its values at the eu provider only.
+        await until(
+            lambda: _true(
+                any(
+                    isinstance(e, c.DnsPublished) and e.providers == ["eu"]
+                    for e in event_capture.of_type(c.DnsPublished)
+                )
+            )
+        )
+        # Registry records carry the region of the values.
+        state = (await at_eu.read(ZONE, [host])).get(host)
+        assert [(o.owner, o.region, o.ready) for o in state.owners] == [("cluster-eu", "eu", True)]
+        # eu's VIP is withdrawn on every node: after the hold-down, eu's server falls back to us.
+        route = {"vip": "10.0.1.1", "prefix": "10.0.1.1/32"}
+        await bus.publish(c.RouteAnnounced(generation=1, node="eu-l4-a", **route))
+        await bus.publish(
+            c.RouteWithdrawn(generation=2, node="eu-l4-a", reason="NotReady", **route)
+        )
+        await until(lambda: _eq(at_eu.resolve(host), {"10.0.2.1"}))
+        assert await at_us.resolve(host) == {"10.0.2.1"}
+        state = (await at_eu.read(ZONE, [host])).get(host)
+        assert [(o.owner, o.region) for o in state.owners] == [("cluster-us", "us")]
+        # The route returns: eu's server answers with eu's VIP alone again.
+        await bus.publish(c.RouteAnnounced(generation=3, node="eu-l4-a", **route))
+        await until(lambda: _eq(at_eu.resolve(host), {"10.0.1.1"}))
+        assert await at_us.resolve(host) == {"10.0.2.1"}
+    finally:
+        for app in apps:
+            await app.stop()
+        if bus_us is not None:
+            await bus_us.close()
+        eu_dns.cleanup()
+        us_dns.cleanup()
+
+
+async def test_weight_zero_drains_a_cluster_while_a_weighted_one_serves(
+    bus: Bus,
+    bus_settings: BusSettings,
+    knot: KnotServer,
+    keys: list[TsigKey],
+    tmp_path: Path,
+    nats_url: str,
+) -> None:
+    a = make_app(bus, make_settings(bus_settings, knot, keys[0], tmp_path, owner_id="cluster-a"))
+    b_settings = BusSettings(
+        servers=[nats_url],
+        source="//ingress-domain/b/test",
+        subjects=Subjects(bus_settings.subjects.root + "b"),
+        streams=bus_settings.streams,
+    )
+    bus_b = await Bus.connect(b_settings)
+    await bus_b.ensure_streams()
+    b = make_app(bus_b, make_settings(b_settings, knot, keys[1], tmp_path, owner_id="cluster-b"))
+    dns = reader(knot, keys[0])
+    host = "shop.example.test"
+
+    def desired(generation: int, weight: int) -> c.DomainDesired:
+        return c.DomainDesired(
+            generation=generation,
+            host=host,
+            owner_namespace="shop",
+            ingress_class="ingress-domain",
+            sources=SRC,
+            dns=c.DnsOptions(weight=weight),
+        )
+
+    await a.start()
+    await b.start()
+    try:
+        await bus.publish(desired(1, 2))
+        await bus.publish(assigned(host, "10.0.0.1"))
+        await bus_b.publish(desired(1, 1))
+        await bus_b.publish(assigned(host, "10.0.1.1"))
+        await until(lambda: _eq(dns.resolve(host), {"10.0.0.1", "10.0.1.1"}))
+        weights = {o.owner: o.weight for o in (await dns.read(ZONE, [host])).get(host).owners}
+        assert weights == {"cluster-a": 2, "cluster-b": 1}
+        # Cluster b is drained (weight 0): its value leaves while cluster a serves...
+        await bus_b.publish(desired(2, 0))
+        await until(lambda: _eq(dns.resolve(host), {"10.0.0.1"}))
+        # ...and comes back when a leaves, rather than leave the name empty.
+        await bus.publish(c.DomainDeleted(generation=3, host=host))
+        await until(lambda: _eq(dns.resolve(host), {"10.0.1.1"}))
+    finally:
+        await a.stop()
+        await b.stop()
+        await bus_b.close()

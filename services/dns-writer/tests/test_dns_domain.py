@@ -141,7 +141,113 @@ def test_withdrawn_steps_aside_when_a_peer_serves_and_stays_when_alone() -> None
     assert apply_to_state(shared, plan).addresses == {"10.0.0.2"}
     alone = NameState(frozenset({"10.0.0.1"}), 30, False, (mine,), frozenset({mine.to_text()}))
     plan = plan_publish(want, alone, ME, PREFIX)
+    assert not isinstance(plan, Rejection)
+    # The value stays; only our registry record changes, to say it is kept but not ready.
+    assert {(ch.op, ch.rtype) for ch in plan.changes} == {("delete", "TXT"), ("add", "TXT")}
+    after = apply_to_state(alone, plan)
+    assert after.addresses == {"10.0.0.1"}
+    kept = after.mine(ME)
+    assert kept is not None and not kept.ready
+    again = plan_publish(want, after, ME, PREFIX)
+    assert not isinstance(again, Rejection) and again.empty
+    # Two owners both withdrawn keep their values: neither is a ready peer to step aside for.
+    tired = OwnerRecord(
+        "cluster-b", "domain/app.example.test", frozenset({"10.0.0.2"}), ready=False
+    )
+    both = NameState(
+        frozenset({"10.0.0.1", "10.0.0.2"}),
+        30,
+        False,
+        (kept, tired),
+        frozenset({kept.to_text(), tired.to_text()}),
+    )
+    plan = plan_publish(want, both, ME, PREFIX)
     assert not isinstance(plan, Rejection) and plan.empty
+
+
+def regional(
+    region: str, healthy: bool = True, weight: int | None = None, value: str = "10.0.0.1"
+) -> Desired:
+    values = frozenset({value})
+    return Desired(
+        "app.example.test",
+        "example.test",
+        "domain/app.example.test",
+        values,
+        values if healthy else frozenset(),
+        30,
+        7,
+        region=region,
+        weight=weight,
+    )
+
+
+def holding(*records: OwnerRecord) -> NameState:
+    present = frozenset(v for r in records for v in r.values)
+    return NameState(
+        present, 30 if present else None, False, records, frozenset(r.to_text() for r in records)
+    )
+
+
+def test_region_provider_prefers_its_region_and_falls_back() -> None:
+    eu = OwnerRecord("cluster-eu", "domain/app.example.test", frozenset({"10.0.1.1"}), "eu")
+    # At the eu provider, a us cluster stands by while the eu cluster serves the name...
+    plan = plan_publish(regional("us"), holding(eu), ME, PREFIX, provider_region="eu")
+    assert not isinstance(plan, Rejection) and plan.empty and not plan.published
+    # ...publishes as a fallback when the eu cluster's values are kept but not ready...
+    tired = OwnerRecord(eu.owner, eu.resource, eu.values, "eu", ready=False)
+    plan = plan_publish(regional("us"), holding(tired), ME, PREFIX, provider_region="eu")
+    assert not isinstance(plan, Rejection) and plan.published == {"10.0.0.1"}
+    after = apply_to_state(holding(tired), plan)
+    mine = after.mine(ME)
+    assert mine is not None and mine.region == "us" and mine.ready
+    # ...or when no eu cluster serves the name at all.
+    plan = plan_publish(regional("us"), NameState(), ME, PREFIX, provider_region="eu")
+    assert not isinstance(plan, Rejection) and plan.published == {"10.0.0.1"}
+    # Its own region's provider and a provider without a region always carry its VIPs.
+    for region in ("us", None):
+        plan = plan_publish(regional("us"), holding(eu), ME, PREFIX, provider_region=region)
+        assert not isinstance(plan, Rejection) and plan.published == {"10.0.0.1"}
+    # Once the eu cluster is ready again, the fallback steps aside and removes its values.
+    back = holding(eu, mine)
+    plan = plan_publish(regional("us"), back, ME, PREFIX, provider_region="eu")
+    assert not isinstance(plan, Rejection)
+    assert apply_to_state(back, plan).addresses == {"10.0.1.1"}
+    # The eu cluster, withdrawn and seeing a ready fallback, steps aside too (no dead VIPs).
+    us = OwnerRecord("cluster-us", "domain/app.example.test", frozenset({"10.0.0.9"}), "us")
+    mine_eu = OwnerRecord(ME, "domain/app.example.test", frozenset({"10.0.0.1"}), "eu", ready=False)
+    state = holding(mine_eu, us)
+    plan = plan_publish(regional("eu", healthy=False), state, ME, PREFIX, provider_region="eu")
+    assert not isinstance(plan, Rejection)
+    assert apply_to_state(state, plan).addresses == {"10.0.0.9"}
+
+
+def test_weight_zero_drains_while_a_weighted_peer_serves() -> None:
+    peer = OwnerRecord("cluster-b", "domain/app.example.test", frozenset({"10.0.0.2"}), weight=3)
+    plan = plan_publish(regional("eu", weight=0), holding(peer), ME, PREFIX)
+    assert not isinstance(plan, Rejection) and not plan.published
+    # Alone, or beside drained peers only, a drained cluster still serves: never an empty name.
+    drained = OwnerRecord(peer.owner, peer.resource, peer.values, weight=0)
+    for state in (NameState(), holding(drained)):
+        plan = plan_publish(regional("eu", weight=0), state, ME, PREFIX)
+        assert not isinstance(plan, Rejection) and plan.published == {"10.0.0.1"}
+    # The weight travels in the registry record (for providers with weighted routing).
+    plan = plan_publish(regional("eu", weight=5), NameState(), ME, PREFIX)
+    assert not isinstance(plan, Rejection)
+    mine = apply_to_state(NameState(), plan).mine(ME)
+    assert mine is not None and mine.weight == 5
+
+
+def test_owner_record_round_trip_and_old_records() -> None:
+    record = OwnerRecord("c", "domain/x", frozenset({"10.0.0.1"}), "eu", 0, ready=False)
+    assert record.to_text() == (
+        "heritage=ingress-domain,owner=c,resource=domain/x,region=eu,weight=0,ready=false,"
+        "values=10.0.0.1"
+    )
+    assert OwnerRecord.parse(record.to_text()) == record
+    old = OwnerRecord.parse("heritage=ingress-domain,owner=c,resource=domain/x,values=10.0.0.1")
+    assert old == OwnerRecord("c", "domain/x", frozenset({"10.0.0.1"}))
+    assert old is not None and old.ready and old.region is None and old.weight is None
 
 
 def test_first_write_requires_the_name_still_empty() -> None:

@@ -2,9 +2,10 @@
 RFC 2136 updates -> verification through a resolver -> dns.published / dns.rejected / dns.removed.
 
 Consumers only record the newest state per key and mark names dirty; one reconcile loop turns
-dirty names into writes. A provider failure keeps the names dirty and backs off, so an outage or
-a bad key delays publication but never loses it. A periodic serial check catches changes made by
-anyone else (drift) and re-reads the whole zone.
+dirty names into writes, at every configured provider (each with its region: see
+domain/plan.py). A provider failure keeps the names dirty and backs off, so an outage or a bad key
+delays publication but never loses it. A periodic serial check per provider catches changes made
+by anyone else (drift, or a peer cluster that changed its readiness) and re-reads the whole zone.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import asyncio
 import contextlib
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ingress_events import catalogue as c
@@ -40,19 +42,41 @@ from .domain import (
 from .settings import DnsWriterSettings
 
 SERVICE = "dns-writer"
+_UPDATES_IN_FLIGHT = 4
 
 
-def provider_from_settings(settings: DnsWriterSettings) -> DnsProvider:
-    assert settings.server is not None and settings.tsig_secret_file is not None
-    return Rfc2136Provider(
-        server=settings.server,
-        port=settings.port,
-        key_name=settings.tsig_key_name,
-        algorithm=settings.tsig_algorithm,
-        secret=settings.tsig_secret_file.read_text().strip(),
-        registry_prefix=settings.registry_prefix,
-        timeout=settings.timeout_seconds,
-    )
+@dataclass(frozen=True)
+class Target:
+    """A provider and the region it answers for (None: every region's VIPs)."""
+
+    provider: DnsProvider
+    region: str | None = None
+
+
+def targets_from_settings(settings: DnsWriterSettings) -> list[Target]:
+    targets = []
+    for entry in settings.provider_list():
+        provider = Rfc2136Provider(
+            server=entry.server,
+            port=entry.port,
+            key_name=entry.tsig_key_name,
+            algorithm=entry.tsig_algorithm,
+            secret=entry.tsig_secret_file.read_text().strip(),
+            registry_prefix=settings.registry_prefix,
+            timeout=settings.timeout_seconds,
+            name=entry.name,
+        )
+        targets.append(Target(provider, entry.region))
+    return targets
+
+
+@dataclass
+class _Result:
+    """What one pass did for one name at one provider."""
+
+    target: int
+    desired: Desired | None
+    plan: NamePlan
 
 
 class DnsWriterApp:
@@ -61,11 +85,14 @@ class DnsWriterApp:
         ctx: ServiceContext[DnsWriterSettings],
         provider: DnsProvider | None = None,
         clock: Callable[[], float] = time.monotonic,
+        targets: Sequence[Target] | None = None,
     ) -> None:
         self._ctx = ctx
         self._settings = ctx.settings
         self._log = ctx.log
-        self._provider = provider
+        self._targets: list[Target] = list(targets or [])
+        if provider is not None:
+            self._targets.append(Target(provider))
         self._clock = clock
         self._zones = self._settings.zone_list()
         self._owner = self._settings.owner
@@ -75,13 +102,14 @@ class DnsWriterApp:
         self._withdrawn_since: dict[str, float] = {}
         self._hosts_by_vip: dict[str, set[str]] = defaultdict(set)
         self._dirty: set[str] = set()
-        self._full_sync: set[str] = set()
+        self._full_sync: set[tuple[int, str]] = set()
+        """(provider index, zone) pairs to read whole at the next pass."""
         self._wake = asyncio.Event()
         self._consumers: list[Consumer] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._generations = GenerationClock()
         self._emitted: dict[str, tuple[int, Any]] = {}
-        self._serials: dict[str, int] = {}
+        self._serials: dict[tuple[int, str], int] = {}
         self._timers: dict[str, float] = {}
         self.reconciles = 0
         """Completed reconcile passes (tests wait on it)."""
@@ -95,7 +123,7 @@ class DnsWriterApp:
     async def start(self) -> None:
         readiness = self._ctx.readiness
         readiness.require("dns-provider")
-        if self._provider is None:
+        if not self._targets:
             missing = self._settings.missing()
             if missing:
                 self._log.error(
@@ -103,28 +131,34 @@ class DnsWriterApp:
                     missing=missing,
                 )
                 return
-            self._provider = provider_from_settings(self._settings)
+            self._targets = targets_from_settings(self._settings)
         self._log.info(
             "dns-writer starting",
-            provider=self._provider.name,
+            providers=[f"{t.provider.name} region={t.region or '*'}" for t in self._targets],
+            region=self._settings.home_region,
             zones=self._zones,
             owner_id=self._owner,
             upsert_only=self._settings.upsert_only,
         )
         # Bind the consumers first, then replay: an event published in between is seen twice at
-        # worst, and LatestByKey makes the second sighting a no-op.
+        # worst, and LatestByKey makes the second sighting a no-op. The consumers deliver only
+        # what arrives after they were created ("new"): the replay already gives the current
+        # state, and a consumer starting from the last event per subject would decode the whole
+        # state a second time, concurrently (half of a 10,000-name start-up). The durable names
+        # end in "-live" because a durable's delivery policy cannot change in place.
         for family in (c.Family.DOMAIN, c.Family.VIP, c.Family.ROUTE):
             spec = ConsumerSpec(
-                f"{SERVICE}-{self._owner}-{family.value}",
+                f"{SERVICE}-{self._owner}-{family.value}-live",
                 family,
                 batch=512,
                 fetch_timeout_seconds=0.5,
+                deliver_from="new",
             )
             self._consumers.append(await self._ctx.bus.consume(spec, self._handle))
         for family in (c.Family.DOMAIN, c.Family.VIP, c.Family.ROUTE):
             for envelope in (await self._ctx.bus.replay(family)).values():
                 self._offer(envelope)
-        self._full_sync.update(self._zones)
+        self._full_sync.update((i, zone) for i in range(len(self._targets)) for zone in self._zones)
         self._wake.set()
         self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="dns-reconcile"))
         self._tasks.append(asyncio.create_task(self._verify_loop(), name="dns-verify"))
@@ -137,8 +171,8 @@ class DnsWriterApp:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._provider is not None:
-            await self._provider.close()
+        for target in self._targets:
+            await target.provider.close()
 
     # ------------------------------------------------------------------ events in
 
@@ -208,10 +242,9 @@ class DnsWriterApp:
                 self._dirty |= hosts
                 self._full_sync |= full
                 self._ctx.readiness.set("dns-provider", False)
-                self._log.error(
-                    "dns provider failed; will retry",
+                self._log.warning(
+                    "backing off after a provider failure",
                     reason=exc.reason,
-                    error=exc.message,
                     retry_in_s=backoff,
                     names=len(hosts),
                 )
@@ -226,19 +259,25 @@ class DnsWriterApp:
                 self._wake.set()
 
     async def _verify_loop(self) -> None:
-        assert self._provider is not None
         while True:
             await asyncio.sleep(self._settings.verify_interval_seconds)
-            for zone in self._zones:
-                try:
-                    serial = await self._provider.serial(zone)
-                except ProviderError as exc:
-                    self._log.warning("serial check failed", zone=zone, error=exc.message)
-                    continue
-                if self._serials.get(zone) != serial:
-                    # Someone changed the zone (us included): read it whole and repair drift.
-                    self._full_sync.add(zone)
-                    self._wake.set()
+            for i, target in enumerate(self._targets):
+                for zone in self._zones:
+                    try:
+                        serial = await target.provider.serial(zone)
+                    except ProviderError as exc:
+                        self._log.warning(
+                            "serial check failed",
+                            provider=target.provider.name,
+                            zone=zone,
+                            error=exc.message,
+                        )
+                        continue
+                    if self._serials.get((i, zone)) != serial:
+                        # Someone changed the zone (us or a peer included): read it whole,
+                        # repair drift and follow peers' readiness (regional fallback).
+                        self._full_sync.add((i, zone))
+                        self._wake.set()
 
     def _schedule(self, host: str, at: float) -> None:
         """Look at ``host`` again at ``at`` (a hold-down expiring, a retry)."""
@@ -246,14 +285,12 @@ class DnsWriterApp:
         if known is None or at < known:
             self._timers[host] = at
 
-    async def _reconcile(self, hosts: set[str], full_zones: set[str]) -> None:
-        assert self._provider is not None
+    async def _reconcile(self, hosts: set[str], full: set[tuple[int, str]]) -> None:
         now = self._clock()
+        full_zones = {zone for _, zone in full}
         by_zone: dict[str, dict[str, Desired | None]] = defaultdict(dict)
-        for zone in full_zones:
-            by_zone[zone]
         all_hosts = set(hosts)
-        if full_zones:
+        if full:
             all_hosts |= self._known_hosts()
         rejected: list[c.Event] = []
         for host in sorted(all_hosts):
@@ -264,7 +301,7 @@ class DnsWriterApp:
                 if rejection is not None:
                     rejected.extend(self._rejected(rejection, vip.generation))
                     continue
-                if full_zones and host not in hosts and zone not in full_zones:
+                if full and host not in hosts and zone not in full_zones:
                     continue
                 healthy, wake = healthy_vips(
                     vip.addresses, self._withdrawn_since, now, self._settings.hold_down_seconds
@@ -272,8 +309,10 @@ class DnsWriterApp:
                 if wake is not None:
                     self._schedule(host, wake)
                 ttl = self._settings.default_ttl_seconds
-                if isinstance(domain, c.DomainDesired) and domain.dns.ttl_seconds:
-                    ttl = domain.dns.ttl_seconds
+                weight = None
+                if isinstance(domain, c.DomainDesired):
+                    ttl = domain.dns.ttl_seconds or ttl
+                    weight = domain.dns.weight
                 by_zone[zone][host] = Desired(
                     fqdn=host,
                     zone=zone,
@@ -282,6 +321,8 @@ class DnsWriterApp:
                     healthy=healthy,
                     ttl=ttl,
                     generation=vip.generation,
+                    region=self._settings.pool_regions.get(vip.pool, self._settings.home_region),
+                    weight=weight,
                 )
             elif (isinstance(vip, c.VipReleased) or isinstance(domain, c.DomainDeleted)) and (
                 rejection is None and host in hosts
@@ -290,8 +331,45 @@ class DnsWriterApp:
                 by_zone[zone][host] = None
         if rejected:
             await self._ctx.bus.publish_many(rejected)
+        results: dict[str, list[_Result]] = defaultdict(list)
+        rejections: dict[str, tuple[Rejection, int]] = {}
+        unfinished: set[str] = set()
+        failure: ProviderError | None = None
+        for i, target in enumerate(self._targets):
+            for zone in sorted(set(by_zone) | {z for t, z in full if t == i}):
+                wanted = by_zone.get(zone, {})
+                try:
+                    await self._reconcile_zone(
+                        i, zone, wanted, (i, zone) in full, results, rejections, unfinished
+                    )
+                except ProviderError as exc:
+                    # This provider's names stay dirty; the other providers go on.
+                    unfinished.update(wanted)
+                    self._dirty.update(h for h in wanted if h in hosts)
+                    self._full_sync.update((i, z) for t, z in full if t == i and z == zone)
+                    self._log.error(
+                        "dns provider failed; will retry",
+                        provider=target.provider.name,
+                        zone=zone,
+                        reason=exc.reason,
+                        error=exc.message,
+                        names=len(wanted),
+                    )
+                    failure = failure or exc
+        events: list[c.Event] = []
         for zone, wanted in by_zone.items():
-            await self._reconcile_zone(zone, wanted, full=zone in full_zones)
+            for host, desired in wanted.items():
+                if host in unfinished:
+                    continue  # reported once every provider holds it
+                if host in rejections:
+                    rejection, observed = rejections[host]
+                    events.extend(self._rejected(rejection, observed))
+                elif len(results[host]) == len(self._targets):
+                    events.extend(self._outcome(host, zone, desired, results[host]))
+        if events:
+            await self._ctx.bus.publish_many(events)
+        if failure is not None:
+            raise failure
 
     def _known_hosts(self) -> set[str]:
         return {
@@ -301,16 +379,23 @@ class DnsWriterApp:
         }
 
     async def _reconcile_zone(
-        self, zone: str, wanted: dict[str, Desired | None], *, full: bool
+        self,
+        index: int,
+        zone: str,
+        wanted: dict[str, Desired | None],
+        full: bool,
+        results: dict[str, list[_Result]],
+        rejections: dict[str, tuple[Rejection, int]],
+        unfinished: set[str],
     ) -> None:
-        assert self._provider is not None
+        target = self._targets[index]
+        provider = target.provider
         names = list(wanted)
         if full or len(names) > self._settings.read_by_transfer_above:
-            view = await self._provider.read(zone, None)
+            view = await provider.read(zone, None)
         else:
-            view = await self._provider.read(zone, names)
+            view = await provider.read(zone, names)
         plans: list[NamePlan] = []
-        events: list[c.Event] = []
         done: list[tuple[str, Desired | None, NamePlan]] = []
         prefix = self._settings.registry_prefix
         for host, desired in wanted.items():
@@ -320,73 +405,82 @@ class DnsWriterApp:
                     host, zone, current, self._owner, prefix, upsert_only=self._settings.upsert_only
                 )
             else:
-                planned = plan_publish(desired, current, self._owner, prefix)
+                planned = plan_publish(desired, current, self._owner, prefix, target.region)
                 if isinstance(planned, Rejection):
-                    events.extend(self._rejected(planned, desired.generation))
+                    rejections[host] = (planned, desired.generation)
                     continue
                 plan = planned
             done.append((host, desired, plan))
             if not plan.empty:
                 plans.append(plan)
-        applied = await self._apply(zone, plans)
+        applied = await self._apply(provider, zone, plans)
         changed = [p for p in plans if p.fqdn in applied]
-        await self._verify(changed)
+        await self._verify(provider, changed)
         for host, desired, plan in done:
             if plan.empty or host in applied:
-                events.extend(self._outcome(host, zone, desired, plan))
-        if events:
-            await self._ctx.bus.publish_many(events)
+                results[host].append(_Result(index, desired, plan))
+            else:
+                unfinished.add(host)
         if full and view.serial is not None and not plans:
-            self._serials[zone] = view.serial
+            self._serials[(index, zone)] = view.serial
             self.verified += 1
 
-    async def _apply(self, zone: str, plans: list[NamePlan]) -> set[str]:
-        """Apply in batches; a batch that fails a prerequisite is split so that one name whose
-        zone content changed under us does not hold back the others."""
-        assert self._provider is not None
+    async def _apply(self, provider: DnsProvider, zone: str, plans: list[NamePlan]) -> set[str]:
+        """Apply in batches, a few in flight at once (the server then commits the queued updates
+        together); a batch that fails a prerequisite is split so that one name whose zone
+        content changed under us does not hold back the others."""
         applied: set[str] = set()
         size = self._settings.batch_size
-        for offset in range(0, len(plans), size):
-            batch = plans[offset : offset + size]
-            try:
-                await self._provider.apply(zone, batch)
-                self.writes += 1
-                applied.update(p.fqdn for p in batch)
-            except PrerequisiteFailed:
-                for plan in batch:
+        gate = asyncio.Semaphore(_UPDATES_IN_FLIGHT)
+
+        async def batch(plans: list[NamePlan]) -> None:
+            async with gate:
+                try:
+                    await provider.apply(zone, plans)
+                    self.writes += 1
+                    applied.update(p.fqdn for p in plans)
+                    return
+                except PrerequisiteFailed:
+                    pass
+                for plan in plans:
                     try:
-                        await self._provider.apply(zone, [plan])
+                        await provider.apply(zone, [plan])
                         self.writes += 1
                         applied.add(plan.fqdn)
                     except PrerequisiteFailed as exc:
                         self._log.warning(
                             "name changed while we wrote it; re-reading",
+                            provider=provider.name,
                             fqdn=plan.fqdn,
                             error=exc.message,
                         )
                         self._dirty.add(plan.fqdn)
                         self._schedule(plan.fqdn, self._clock() + 1.0)
+
+        results = await asyncio.gather(
+            *(batch(plans[i : i + size]) for i in range(0, len(plans), size)),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         return applied
 
-    async def _verify(self, plans: list[NamePlan]) -> None:
-        assert self._provider is not None
-        provider = self._provider
-        gate = asyncio.Semaphore(32)
-
-        async def one(plan: NamePlan) -> None:
-            async with gate:
-                seen = await provider.resolve(plan.fqdn)
-            if not plan.published <= seen:
+    async def _verify(self, provider: DnsProvider, plans: list[NamePlan]) -> None:
+        if not plans:
+            return
+        seen = await provider.resolve_many([p.fqdn for p in plans])
+        for plan in plans:
+            if not plan.published <= seen[plan.fqdn]:
                 self._log.warning(
                     "written but not resolvable yet; will check again",
+                    provider=provider.name,
                     fqdn=plan.fqdn,
                     expected=sorted(plan.published),
-                    resolved=sorted(seen),
+                    resolved=sorted(seen[plan.fqdn]),
                 )
                 self._dirty.add(plan.fqdn)
                 self._schedule(plan.fqdn, self._clock() + 1.0)
-
-        await asyncio.gather(*(one(p) for p in plans))
 
     # ------------------------------------------------------------------ events out
 
@@ -417,10 +511,11 @@ class DnsWriterApp:
         ]
 
     def _outcome(
-        self, host: str, zone: str, desired: Desired | None, plan: NamePlan
+        self, host: str, zone: str, desired: Desired | None, results: list[_Result]
     ) -> list[c.Event]:
-        assert self._provider is not None
-        if desired is None or not plan.published:
+        published = frozenset(v for r in results for v in r.plan.published)
+        providers = [self._targets[r.target].provider.name for r in results if r.plan.published]
+        if desired is None or not published:
             token: Any = ("removed",)
             if self._emitted.get(host, (0, None))[1] == token:
                 return []
@@ -430,17 +525,19 @@ class DnsWriterApp:
             return [c.DnsRemoved(generation=generation, fqdn=host)]
         records = []
         for rtype in ("A", "AAAA"):
-            values = sorted(v for v in plan.published if record_type(v) == rtype)
+            values = sorted(v for v in published if record_type(v) == rtype)
             if values:
                 records.append(
                     c.DnsRecord(record_type=rtype, values=values, ttl_seconds=desired.ttl)
                 )
-        token = ("published", desired.generation, tuple(records))
+        token = ("published", desired.generation, tuple(records), tuple(providers))
         if self._emitted.get(host, (0, None))[1] == token:
             return []
         generation = self._next_generation(host)
         self._emitted[host] = (generation, token)
-        self._log.info("dns published", fqdn=host, values=sorted(plan.published), zone=zone)
+        self._log.info(
+            "dns published", fqdn=host, values=sorted(published), zone=zone, providers=providers
+        )
         return [
             c.DnsPublished(
                 generation=generation,
@@ -448,7 +545,7 @@ class DnsWriterApp:
                 zone=zone,
                 owner_id=self._owner,
                 records=records,
-                providers=[self._provider.name],
+                providers=providers,
                 observed_generation=desired.generation,
             )
         ]

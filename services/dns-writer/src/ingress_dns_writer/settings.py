@@ -5,8 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 
 from ingress_runtime import ServiceSettings
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import SettingsConfigDict
+
+REGION_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class ProviderSettings(BaseModel):
+    """One DNS server to publish to (an entry of ``DNS_WRITER_PROVIDERS``, a JSON list)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    server: str = Field(description="IP address of the server taking RFC 2136 updates and AXFR")
+    port: int = Field(default=53, ge=1, le=65535)
+    region: str | None = Field(
+        default=None,
+        pattern=REGION_PATTERN,
+        description="The region this server answers for; none = it carries every region's VIPs",
+    )
+    name: str | None = Field(default=None, description="Label in logs and dns.published")
+    tsig_key_name: str
+    tsig_algorithm: str = "hmac-sha256"
+    tsig_secret_file: Path
 
 
 class DnsWriterSettings(ServiceSettings):
@@ -16,6 +36,19 @@ class DnsWriterSettings(ServiceSettings):
         default=None,
         pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
         description="This cluster's id in the TXT ownership registry (default: the cluster name)",
+    )
+    region: str | None = Field(
+        default=None,
+        pattern=REGION_PATTERN,
+        description="Region (edge site) of this cluster's VIPs (default: the cluster name)",
+    )
+    pool_regions: dict[str, str] = Field(
+        default_factory=dict,
+        description="JSON {pool: region} for pools whose VIPs live in another region",
+    )
+    providers: list[ProviderSettings] = Field(
+        default_factory=list,
+        description="JSON list of providers, each with its region; replaces SERVER and TSIG_*",
     )
     server: str | None = Field(default=None, description="IP address of the primary DNS server")
     port: int = Field(default=53, ge=1, le=65535)
@@ -41,12 +74,42 @@ class DnsWriterSettings(ServiceSettings):
     def owner(self) -> str:
         return self.owner_id or self.cluster
 
+    @property
+    def home_region(self) -> str:
+        return self.region or self.cluster
+
+    def provider_list(self) -> list[ProviderSettings]:
+        """Every configured provider: ``PROVIDERS``, or the single ``SERVER`` / ``TSIG_*`` one."""
+        if self.providers:
+            return list(self.providers)
+        if self.server is None or self.tsig_key_name is None or self.tsig_secret_file is None:
+            return []
+        return [
+            ProviderSettings(
+                server=self.server,
+                port=self.port,
+                tsig_key_name=self.tsig_key_name,
+                tsig_algorithm=self.tsig_algorithm,
+                tsig_secret_file=self.tsig_secret_file,
+            )
+        ]
+
     def zone_list(self) -> list[str]:
         return sorted({z.strip().lower().rstrip(".") for z in self.zones.split(",") if z.strip()})
 
     def missing(self) -> list[str]:
         """What must be configured before anything is written, by variable name."""
         missing = []
+        if self.providers:
+            if not self.zone_list():
+                missing.append("DNS_WRITER_ZONES")
+            for i, entry in enumerate(self.providers):
+                if not entry.tsig_secret_file.is_file():
+                    missing.append(
+                        f"DNS_WRITER_PROVIDERS[{i}].tsig_secret_file "
+                        f"({entry.tsig_secret_file} not readable)"
+                    )
+            return missing
         if not self.server:
             missing.append("DNS_WRITER_SERVER")
         if not self.zone_list():

@@ -1,8 +1,8 @@
 """The DNS provider interface and its errors, and an in-memory fake with the same behaviour.
 
 A provider reads what a zone holds (whole zone, or a few names), applies a batch of name plans
-atomically, reports the zone's serial, and resolves a name the way clients will. Another backend
-(PowerDNS HTTP API, a cloud DNS) implements these five methods: see docs/dns-writer.md.
+atomically, reports the zone's serial, and resolves names the way clients will. Another backend
+(PowerDNS HTTP API, a cloud DNS) implements these six methods: see docs/dns-writer.md.
 """
 
 from __future__ import annotations
@@ -68,6 +68,10 @@ class DnsProvider(Protocol):
         """The A and AAAA values a client gets for ``fqdn`` from this provider."""
         ...
 
+    async def resolve_many(self, fqdns: Sequence[str]) -> dict[str, frozenset[str]]:
+        """:meth:`resolve` for several names at once (one resolver for a whole batch)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -115,6 +119,9 @@ class FakeProvider:
             if fqdn in names:
                 return names[fqdn].addresses
         return frozenset()
+
+    async def resolve_many(self, fqdns: Sequence[str]) -> dict[str, frozenset[str]]:
+        return {fqdn: await self.resolve(fqdn) for fqdn in fqdns}
 
     async def close(self) -> None:
         return None

@@ -3,15 +3,21 @@ verification through aiodns (c-ares: the resolver library clients use), all asyn
 
 Works against any authoritative server that accepts signed updates and transfers: Knot, BIND,
 PowerDNS. Updates go over TCP: a batch of a few hundred names does not fit a UDP datagram, and a
-TCP answer cannot be spoofed off-path.
+TCP answer cannot be spoofed off-path. The TCP connection is kept open and reused (RFC 7766):
+a connection per update costs a handshake each time, and a SYN that is lost or answered by a
+TIME_WAIT socket is retried by the kernel only after its initial 1 s timeout, which was the whole
+tail of the publish latency (measured: bench/dns-writer/report.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections.abc import Collection, Sequence
 
 import aiodns
+import dns.asyncbackend
 import dns.asyncquery
 import dns.exception
 import dns.message
@@ -27,6 +33,7 @@ import dns.tsig
 import dns.tsigkeyring
 import dns.update
 import dns.zone
+from dns._asyncbackend import StreamSocket
 
 from ..domain import NamePlan, NameState, OwnerRecord, ZoneView
 from .provider import (
@@ -48,6 +55,8 @@ _TSIG_ERRORS = (
 )
 _PREREQ_RCODES = {dns.rcode.YXDOMAIN, dns.rcode.YXRRSET, dns.rcode.NXDOMAIN, dns.rcode.NXRRSET}
 _TXT_CHUNK = 255
+_MAX_IDLE_STREAMS = 4
+_UPDATE_TIMEOUT = 15.0
 
 
 def _txt_rdata(text: str) -> dns.rdtypes.ANY.TXT.TXT:
@@ -126,6 +135,8 @@ class Rfc2136Provider:
         else:
             self._keyname = None
             self._keyring = None
+        self._idle: list[StreamSocket] = []
+        """Open TCP connections to the server, each carrying one exchange at a time."""
 
     # ------------------------------------------------------------------ writing
 
@@ -133,7 +144,7 @@ class Rfc2136Provider:
         update = build_update(
             zone, plans, keyring=self._keyring, keyname=self._keyname, algorithm=self._algorithm
         )
-        response = await self._exchange(update, zone)
+        response = await self._exchange_translating(update, zone)
         rcode = response.rcode()
         if rcode == dns.rcode.NOERROR:
             return
@@ -150,10 +161,57 @@ class Rfc2136Provider:
         raise Unavailable(f"{self.name} answered {text} to the update of {zone}")
 
     async def _exchange(self, message: dns.message.Message, zone: str) -> dns.message.Message:
+        stream = self._idle.pop() if self._idle else None
         try:
-            return await dns.asyncquery.tcp(
-                message, self._server, timeout=self._timeout, port=self._port
+            return await self._exchange_on(stream, message)
+        except (OSError, EOFError):
+            if stream is None:
+                raise
+            # An idle connection the server closed (Knot: tcp-idle-timeout) fails on first use:
+            # reconnect once. A repeated update is safe: adds and deletes of exact values are
+            # idempotent and the prerequisites guard first writes.
+            return await self._exchange_on(None, message)
+
+    async def _exchange_on(
+        self, stream: StreamSocket | None, message: dns.message.Message
+    ) -> dns.message.Message:
+        if stream is None:
+            backend = dns.asyncbackend.get_backend("asyncio")
+            family = socket.AF_INET6 if ":" in self._server else socket.AF_INET
+            stream = await backend.make_socket(  # type: ignore[no-untyped-call]
+                family,
+                socket.SOCK_STREAM,
+                0,
+                None,
+                (self._server, self._port),
+                self._timeout,
             )
+        try:
+            response = await dns.asyncquery.tcp(
+                message,
+                self._server,
+                # A batch of a few hundred names takes the server longer to commit than a query
+                # takes to answer, more so with several batches queued: give it room, or a slow
+                # commit is taken for an outage and the whole pass is retried.
+                timeout=max(self._timeout, _UPDATE_TIMEOUT),
+                port=self._port,
+                sock=stream,
+            )
+        except BaseException:
+            # A half-read answer leaves the stream out of step: never reuse it after an error.
+            await _close(stream)
+            raise
+        if len(self._idle) < _MAX_IDLE_STREAMS:
+            self._idle.append(stream)
+        else:
+            await _close(stream)
+        return response
+
+    async def _exchange_translating(
+        self, message: dns.message.Message, zone: str
+    ) -> dns.message.Message:
+        try:
+            return await self._exchange(message, zone)
         except _TSIG_ERRORS as exc:
             raise AuthRejected(
                 f"{self.name} rejected our TSIG signature for zone {zone} "
@@ -307,8 +365,13 @@ class Rfc2136Provider:
     # ------------------------------------------------------------------ verifying
 
     async def resolve(self, fqdn: str) -> frozenset[str]:
-        # A resolver per call: c-ares caches answers per channel, and a verification must see
-        # the server's answer of now, not the one from before our update.
+        return (await self.resolve_many([fqdn]))[fqdn]
+
+    async def resolve_many(self, fqdns: Sequence[str]) -> dict[str, frozenset[str]]:
+        # A resolver per call, shared by the names of one call: c-ares caches answers per
+        # channel, and a verification must see the server's answer of now, not one from before
+        # our update; within one call each name is asked once, so the cache never answers. One
+        # channel per name cost more than the rest of a 10,000-name sync (a thread each).
         resolver = aiodns.DNSResolver(
             nameservers=[self._server],
             udp_port=self._port,
@@ -316,27 +379,44 @@ class Rfc2136Provider:
             timeout=self._timeout,
             tries=2,
         )
-        values: set[str] = set()
+        gate = asyncio.Semaphore(64)
+
+        async def one(fqdn: str) -> frozenset[str]:
+            values: set[str] = set()
+            async with gate:
+                for qtype in ("A", "AAAA"):
+                    try:
+                        result = await resolver.query_dns(fqdn, qtype)
+                    except aiodns.error.DNSError as exc:
+                        if exc.args and exc.args[0] in (
+                            aiodns.error.ARES_ENODATA,
+                            aiodns.error.ARES_ENOTFOUND,
+                        ):
+                            continue
+                        raise Unavailable(
+                            f"{self.name}: resolving {fqdn} {qtype} failed: {exc}"
+                        ) from exc
+                    values.update(
+                        str(r.data.addr) for r in result.answer if hasattr(r.data, "addr")
+                    )
+            return frozenset(values)
+
         try:
-            for qtype in ("A", "AAAA"):
-                try:
-                    result = await resolver.query_dns(fqdn, qtype)
-                except aiodns.error.DNSError as exc:
-                    if exc.args and exc.args[0] in (
-                        aiodns.error.ARES_ENODATA,
-                        aiodns.error.ARES_ENOTFOUND,
-                    ):
-                        continue
-                    raise Unavailable(
-                        f"{self.name}: resolving {fqdn} {qtype} failed: {exc}"
-                    ) from exc
-                values.update(str(r.data.addr) for r in result.answer if hasattr(r.data, "addr"))
+            found = await asyncio.gather(*(one(f) for f in fqdns))
         finally:
             await resolver.close()
-        return frozenset(values)
+        return dict(zip(fqdns, found, strict=True))
 
     async def close(self) -> None:
-        return None
+        idle, self._idle = self._idle, []
+        for stream in idle:
+            await _close(stream)
+
+
+async def _close(stream: StreamSocket | None) -> None:
+    if stream is not None:
+        with contextlib.suppress(Exception):
+            await stream.close()  # type: ignore[no-untyped-call]
 
 
 def _registry_base(fqdn: str, prefix: str) -> str | None:

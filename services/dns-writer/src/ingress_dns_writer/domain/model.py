@@ -23,15 +23,38 @@ def record_type(value: str) -> RecordType:
 
 @dataclass(frozen=True)
 class OwnerRecord:
-    """One owner's TXT record in the registry."""
+    """One owner's TXT record in the registry.
+
+    ``region``, ``weight`` and ``ready`` are optional fields: a record without them (written
+    before they existed, or by a writer without a region or weight) reads as region unknown,
+    default weight, ready.
+    """
 
     owner: str
     resource: str
     values: frozenset[str]
+    region: str | None = None
+    """The region (edge site) whose dataplane serves these values."""
+    weight: int | None = None
+    """The federation weight (``dns.weight`` of the domain); 0 = drained, None = default."""
+    ready: bool = True
+    """False when the values stay only because nothing better serves the name (all withdrawn)."""
 
     def to_text(self) -> str:
         values = "+".join(sorted(self.values, key=_address_order))
-        return f"heritage={HERITAGE},owner={self.owner},resource={self.resource},values={values}"
+        text = f"heritage={HERITAGE},owner={self.owner},resource={self.resource}"
+        if self.region is not None:
+            text += f",region={self.region}"
+        if self.weight is not None:
+            text += f",weight={self.weight}"
+        if not self.ready:
+            text += ",ready=false"
+        return f"{text},values={values}"
+
+    @property
+    def serves(self) -> bool:
+        """Counts as a serving peer: ready and not drained."""
+        return self.ready and self.weight != 0
 
     @staticmethod
     def parse(text: str) -> OwnerRecord | None:
@@ -49,7 +72,20 @@ class OwnerRecord:
             values = frozenset(str(ipaddress.ip_address(v)) for v in values)
         except ValueError:
             return None
-        return OwnerRecord(fields["owner"], fields.get("resource", ""), values)
+        weight: int | None = None
+        if fields.get("weight"):
+            try:
+                weight = int(fields["weight"])
+            except ValueError:
+                return None
+        return OwnerRecord(
+            fields["owner"],
+            fields.get("resource", ""),
+            values,
+            region=fields.get("region") or None,
+            weight=weight,
+            ready=fields.get("ready", "true") != "false",
+        )
 
 
 def _address_order(value: str) -> tuple[int, int]:
@@ -75,6 +111,12 @@ class NameState:
     def claimed_by_others(self, owner: str) -> frozenset[str]:
         return frozenset(v for o in self.owners if o.owner != owner for v in o.values)
 
+    def serving_peers(self, owner: str) -> tuple[OwnerRecord, ...]:
+        """Other owners whose values the name holds now and that are ready and not drained."""
+        return tuple(
+            o for o in self.owners if o.owner != owner and o.serves and o.values & self.addresses
+        )
+
     def foreign(self) -> frozenset[str]:
         claimed = frozenset(v for o in self.owners for v in o.values)
         return self.addresses - claimed
@@ -93,6 +135,10 @@ class Desired:
     """The assigned VIPs not withdrawn everywhere past the hold-down."""
     ttl: int
     generation: int
+    region: str | None = None
+    """The region of these VIPs (the cluster's region; see docs/dns-writer.md)."""
+    weight: int | None = None
+    """``dns.weight`` of the domain: 0 drains this cluster from the name while a peer serves."""
 
 
 @dataclass(frozen=True)

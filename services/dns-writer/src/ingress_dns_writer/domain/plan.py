@@ -5,6 +5,9 @@ The rules a plan never breaks:
 * it refuses a name holding a CNAME or address values no registry record claims (foreign);
 * it never leaves a name empty because of route health: a name whose every value would be
   withdrawn keeps serving (nothing better exists); only an explicit removal empties a name;
+  it steps aside only for a peer that is ready (its registry record says so) and not drained;
+* at a provider of another region it stands by while an owner of that region serves the name
+  (regional preference), and publishes as a fallback when none does;
 * a name already as desired plans no change at all.
 """
 
@@ -22,22 +25,38 @@ from .model import (
 from .names import registry_name
 
 
-def publish_values(desired: Desired, current: NameState, owner: str) -> frozenset[str]:
-    """Which of our VIPs the name should carry, with the hold-down already applied upstream."""
+def publish_values(
+    desired: Desired, current: NameState, owner: str, provider_region: str | None = None
+) -> tuple[frozenset[str], bool]:
+    """Which of our VIPs the name should carry at a provider of ``provider_region`` (None: a
+    provider without a region, which carries every cluster's VIPs), and whether they are ready.
+    The hold-down is already applied upstream (``desired.healthy``)."""
+    peers = current.serving_peers(owner)
+    home = provider_region is None or desired.region in (None, provider_region)
+    if not home and any(p.region == provider_region for p in peers):
+        # The provider's own region serves the name: its clients get only its VIPs.
+        return frozenset(), False
+    if desired.weight == 0 and peers:
+        # Drained (weight 0) while a peer with a weight serves: step aside.
+        return frozenset(), False
     if desired.healthy:
-        return desired.healthy
-    peers = current.claimed_by_others(owner) & current.addresses
+        return desired.healthy, True
     if peers:
-        # Another cluster still serves the name: step aside until our routes return.
-        return frozenset()
+        # Another cluster still serves the name and is ready: step aside until our routes return.
+        return frozenset(), False
     mine = current.mine(owner)
     kept = (mine.values & desired.assigned) if mine else frozenset()
-    # Nobody else serves it: keep the last values rather than turn the name into NXDOMAIN.
-    return kept or desired.assigned
+    # Nobody else serves it: keep the last values rather than turn the name into NXDOMAIN, and
+    # say in the registry that they are not ready, so that a fallback may take over.
+    return kept or desired.assigned, False
 
 
 def plan_publish(
-    desired: Desired, current: NameState, owner: str, prefix: str
+    desired: Desired,
+    current: NameState,
+    owner: str,
+    prefix: str,
+    provider_region: str | None = None,
 ) -> NamePlan | Rejection:
     if current.cname:
         return Rejection(
@@ -53,10 +72,9 @@ def plan_publish(
             f"{desired.fqdn} already has address records no ingress-domain writer owns "
             f"({', '.join(sorted(foreign))}); they are left untouched",
         )
-    values = publish_values(desired, current, owner)
-    return _plan(
-        desired.fqdn, desired.zone, desired.resource, values, desired.ttl, current, owner, prefix
-    )
+    values, ready = publish_values(desired, current, owner, provider_region)
+    record = OwnerRecord(owner, desired.resource, values, desired.region, desired.weight, ready)
+    return _plan(desired.fqdn, desired.zone, record, desired.ttl, current, owner, prefix)
 
 
 def plan_remove(
@@ -66,20 +84,20 @@ def plan_remove(
     registry = registry_name(fqdn, prefix)
     if upsert_only:
         return NamePlan(fqdn, zone, registry, ())
-    return _plan(fqdn, zone, "", frozenset(), 0, current, owner, prefix)
+    return _plan(fqdn, zone, OwnerRecord(owner, "", frozenset()), 0, current, owner, prefix)
 
 
 def _plan(
     fqdn: str,
     zone: str,
-    resource: str,
-    values: frozenset[str],
+    record: OwnerRecord,
     ttl: int,
     current: NameState,
     owner: str,
     prefix: str,
 ) -> NamePlan:
     registry = registry_name(fqdn, prefix)
+    values = record.values
     mine = current.mine(owner)
     mine_values = mine.values if mine else frozenset()
     others = current.claimed_by_others(owner)
@@ -95,7 +113,7 @@ def _plan(
     for value in sorted(adds):
         changes.append(Change("add", record_type(value), value, ttl))
 
-    wanted_text = OwnerRecord(owner, resource, values).to_text() if values else None
+    wanted_text = record.to_text() if values else None
     my_texts = {
         text
         for text in current.registry_texts
