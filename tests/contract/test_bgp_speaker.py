@@ -133,3 +133,88 @@ async def test_restart_replays_and_reemits_nothing(bus: Bus, event_capture: Even
     [gone] = await event_capture.wait_for(_is(c.RouteWithdrawn, vip="10.100.0.10"))
     assert gone.envelope.event.reason == "Shutdown"  # type: ignore[attr-defined]
     assert "10.100.0.10/32" not in bird.running
+
+
+async def test_session_status_on_change_quiet_while_connecting_removed_on_delete(
+    bus: Bus, event_capture: EventCapture
+) -> None:
+    files: dict[str, str] = {}
+    bird = FakeBird(files)
+    proto = peer_protocol_name("tor-1")
+    bird.info[proto] = "Active        Socket: Connection refused"
+    app = BgpSpeakerApp(
+        context(bus, node="l4-a", session_report_seconds=600),
+        bird=bird,
+        store=MemoryConfigStore("/run/bird/bird.conf", files),
+        secrets=MemorySecrets(),
+    )
+    await bus.publish(peer("tor-1", "10.0.0.1"))
+    await app.start()
+    try:
+        [first] = await event_capture.wait_for(_is(c.SessionStatus, peer="tor-1"))
+        event = first.envelope.event
+        assert isinstance(event, c.SessionStatus)
+        assert (event.node, event.state, event.established) == ("l4-a", "Active", False)
+        assert "Socket: Connection refused" in event.message
+        # BIRD's local "since" as RFC 3339 UTC.
+        assert event.since is not None and event.since.startswith("20") and event.since[-1] == "Z"
+
+        # Connect <-> Active while the session cannot open: not news (the report carries it).
+        bird.info[proto] = "Connect"
+        seen = app.reconciles
+        await wait_until(lambda: app.reconciles >= seen + 3)
+        assert app.session_status("tor-1").state == "Connect"  # type: ignore[union-attr]
+        assert len(event_capture.of_type(c.SessionStatus)) == 1
+
+        # Up: at once.
+        bird.established.add(proto)
+        [up] = await event_capture.wait_for(_is(c.SessionStatus, established=True))
+        assert up.envelope.event.state == "Established"  # type: ignore[attr-defined]
+        assert up.envelope.event.generation > event.generation
+
+        # The peer goes: a last status says so.
+        await bus.publish(c.PeerDeleted(generation=10**15, peer="tor-1"))
+        [gone] = await event_capture.wait_for(_is(c.SessionStatus, state="Removed"))
+        assert gone.envelope.event.established is False  # type: ignore[attr-defined]
+        seen = app.reconciles
+        await wait_until(lambda: app.reconciles >= seen + 3)
+        assert len(event_capture.of_type(c.SessionStatus)) == 3
+    finally:
+        await app.stop()
+
+
+async def test_session_unknown_while_bird_is_down_and_no_removed_after_a_restart(
+    bus: Bus, event_capture: EventCapture
+) -> None:
+    files: dict[str, str] = {}
+    bird = FakeBird(files)
+    bird.established.add(peer_protocol_name("tor-1"))
+    store = MemoryConfigStore("/run/bird/bird.conf", files)
+    await bus.publish(peer("tor-1", "10.0.0.1"))
+
+    def app() -> BgpSpeakerApp:
+        settings = context(bus, node="l4-a", session_report_seconds=600, on_shutdown="keep")
+        return BgpSpeakerApp(settings, bird=bird, store=store, secrets=MemorySecrets())
+
+    first = app()
+    await first.start()
+    await event_capture.wait_for(_is(c.SessionStatus, state="Established"))
+    bird.unavailable = True
+    [unknown] = await event_capture.wait_for(_is(c.SessionStatus, state="Unknown"))
+    assert "does not answer" in unknown.envelope.event.message  # type: ignore[attr-defined]
+    await first.stop()
+
+    # Restarted while BIRD is still down: the peer is wanted, so it is not "Removed"; and once
+    # BIRD answers, the session is reported again.
+    second = app()
+    await second.start()
+    try:
+        seen = second.reconciles
+        await wait_until(lambda: second.reconciles >= seen + 3)
+        assert len(event_capture.of_type(c.SessionStatus)) == 2
+        bird.unavailable = False
+        await event_capture.wait_for(_is(c.SessionStatus, state="Established"), count=2)
+        states = [e.state for e in event_capture.of_type(c.SessionStatus)]  # type: ignore[attr-defined]
+        assert states == ["Established", "Unknown", "Established"]
+    finally:
+        await second.stop()

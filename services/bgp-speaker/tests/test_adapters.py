@@ -7,6 +7,8 @@ import pytest
 from ingress_bgp_speaker.adapters.applier import Applier
 from ingress_bgp_speaker.adapters.bird import (
     FakeBird,
+    ProtocolStatus,
+    parse_bfd_sessions,
     parse_protocols,
     parse_reply_line,
     parse_static_routes,
@@ -132,3 +134,29 @@ def test_parse_protocols_and_routes() -> None:
     assert parse_static_routes(_reply(SHOW_ROUTE)) == {"10.100.0.5/32", "10.100.0.6/32"}
     assert parse_reply_line("0020 Configuration OK", 0) == (20, "Configuration OK", True)
     assert parse_reply_line("8002 bad.conf:1:10 syntax error", 0)[0] == 8002
+
+
+def test_parse_bfd_sessions_and_bgp_states() -> None:
+    # Reply lines of BIRD 2.0.12 (show bfd sessions; show protocols of a down protocol).
+    reply = [
+        (1020, "bfd1:"),
+        (1020, "IP address                Interface  State      Since         Interval  Timeout"),
+        (
+            1020,
+            "10.255.1.1                bn09bc75b  Up         2026-11-22 05:44:54    0.100    0.500",
+        ),
+        (
+            1020,
+            "fd00:255:1::1             bn09bc75b  Down       2026-11-22 05:44:54    1.000    0.000",
+        ),
+        (0, ""),
+    ]
+    assert parse_bfd_sessions(reply) == {"10.255.1.1": "Up", "fd00:255:1::1": "Down"}
+    since = "2026-11-22 05:53:30"
+    active = ProtocolStatus("p", "BGP", "start", since, "Active        Socket: Connection refused")
+    assert (active.bgp_state, active.last_error) == ("Active", "Socket: Connection refused")
+    idle = ProtocolStatus("p", "BGP", "start", since, "Idle          ")
+    assert (idle.bgp_state, idle.last_error) == ("Idle", "")
+    down = ProtocolStatus("p", "BGP", "down", since, "Received: Administrative shutdown")
+    assert (down.bgp_state, down.last_error) == ("Down", "Received: Administrative shutdown")
+    assert ProtocolStatus("p", "BGP", "start", since, "Weird").bgp_state == "Unknown"

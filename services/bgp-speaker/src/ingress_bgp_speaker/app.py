@@ -13,6 +13,7 @@ import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from ingress_events import catalogue as c
 from ingress_events.bus import Consumer, ConsumerSpec
@@ -35,12 +36,36 @@ from .settings import BgpSpeakerSettings
 COMPONENT = "bgp-speaker"
 
 
+# Session states beside BIRD's BGP states (bird.BGP_STATES, and "Down").
+ABSENT = "Absent"
+"""The peer is applied but BIRD runs no protocol for it."""
+UNKNOWN = "Unknown"
+"""BIRD's control socket does not answer: the session cannot be read."""
+REMOVED = "Removed"
+"""The peer was deleted or no longer selects this node: its session is gone."""
+CONNECTING = frozenset({"Idle", "Connect", "Active", "Passive", "OpenSent", "OpenConfirm"})
+"""States a session that cannot open cycles through: moves between them are not news."""
+
+
 @dataclass(frozen=True)
 class SessionStatus:
     peer: str
     established: bool
     state: str
     message: str
+    since: str | None = None
+    """RFC 3339 time BIRD's protocol entered its current state (up, start, down)."""
+    bfd: str | None = None
+    """BFD session state (Up, Down, Init, AdminDown) for a peer with BFD on."""
+
+
+@dataclass(frozen=True)
+class _SaidSession:
+    state: str
+    established: bool
+    message: str
+    generation: int
+    at: float
 
 
 @dataclass(frozen=True)
@@ -66,8 +91,9 @@ class BgpSpeakerApp:
         self._s = s
         self._node = s.node
         self._log = ctx.log.bind(node=s.node)
+        self._bird = bird or BirdSocket(s.bird_socket)
         self._applier = Applier(
-            bird or BirdSocket(s.bird_socket),
+            self._bird,
             store or ConfigFile(s.bird_config),
             s.confirm_timeout_seconds,
         )
@@ -89,6 +115,8 @@ class BgpSpeakerApp:
         self._route_state: dict[str, a.RouteState] = {}
         self._emitted: dict[str, _Emitted] = {}
         self._sessions: dict[str, SessionStatus] = {}
+        self._said_sessions: dict[str, _SaidSession] = {}
+        self._state_labels: dict[str, set[str]] = {}
         self._wake_at: float | None = None
         self._bird_ok: bool | None = None
         self._dirty = asyncio.Event()
@@ -159,6 +187,16 @@ class BgpSpeakerApp:
                 self._route_state[event.vip] = a.RouteState(True)
             elif isinstance(event, c.RouteWithdrawn):
                 self._emitted[event.vip] = _Emitted(False, (event.reason,), event.generation)
+        # What the previous run said about sessions counts as just said: the periodic report
+        # resends it (or the first poll corrects it at once if a session moved meanwhile).
+        now = self._clock()
+        sessions = await self._ctx.bus.replay(c.Family.SESSION, (self._node,))
+        for envelope in sessions.values():
+            status = envelope.event
+            if isinstance(status, c.SessionStatus):
+                self._said_sessions[status.peer] = _SaidSession(
+                    status.state, status.established, status.message, status.generation, now
+                )
         admissions = await self._ctx.bus.replay(c.Family.ADMISSION, (COMPONENT,))
         for envelope in admissions.values():
             verdict = envelope.event
@@ -226,13 +264,18 @@ class BgpSpeakerApp:
         result = await self._apply(peers, pools, plan.announced, problems_out)
         if problems_out:
             await self._ctx.bus.publish_many(problems_out)
+        if result is None:
+            self._sessions_unknown()
+        else:
+            # The sessions BIRD runs, also when it refused the new config (the old one runs).
+            self._update_sessions(result.protocols, await self._bfd_sessions())
+        await self._emit_sessions(now)
         if result is None or result.outcome not in ("applied", "unchanged"):
             # BIRD does not run what we planned: keep the old route state, and say nothing
             # about routes until it does.
             await self._notify()
             return result
         self._route_state = plan.state
-        self._update_sessions(result.protocols)
         await self._emit_routes(plan, readiness)
         await self._notify()
         return result
@@ -431,43 +474,132 @@ class BgpSpeakerApp:
 
     # ------------------------------------------------------------------ sessions and routes
 
-    def _update_sessions(self, protocols: list[ProtocolStatus]) -> None:
+    async def _bfd_sessions(self) -> dict[str, str]:
+        if not any(p.bfd for p in self._applied_peers.values()):
+            return {}
+        try:
+            return await self._bird.bfd_sessions()
+        except BirdUnavailable:
+            return {}
+
+    def _session(
+        self, peer: PeerConfig, proto: ProtocolStatus | None, bfd: dict[str, str]
+    ) -> SessionStatus:
+        where = f"session to {peer.address} AS{peer.peer_asn}"
+        if proto is None:
+            return SessionStatus(peer.name, False, ABSENT, f"{where}: not configured in BIRD")
+        bfd_state = (bfd.get(peer.address) or "Absent") if peer.bfd else None
+        since = _rfc3339(proto.since)
+        if proto.established:
+            message = f"{where} established" + (f"; BFD {bfd_state}" if peer.bfd else "")
+            return SessionStatus(peer.name, True, "Established", message, since, bfd_state)
+        state = proto.bgp_state
+        error = proto.last_error
+        message = f"{where} not established: BGP state {state}" + (
+            f", last error: {error}" if error else ""
+        )
+        if peer.bfd and bfd_state != "Up":
+            message += (
+                f"; BFD is on for this peer and its BFD session is {bfd_state}: BIRD does not "
+                "bring the session up while BFD is down, so the peer must run BFD too"
+            )
+        if peer.password is not None and not error.startswith(("Received", "BGP Error")):
+            message += (
+                "; the peer's MD5 password must match: with different TCP MD5 keys the kernel "
+                "drops every segment and the session never opens"
+            )
+        return SessionStatus(peer.name, False, state, message[:4096], since, bfd_state)
+
+    def _update_sessions(self, protocols: list[ProtocolStatus], bfd: dict[str, str]) -> None:
         by_protocol = {p.name: p for p in protocols}
-        sessions: dict[str, SessionStatus] = {}
-        for peer in self._applied_peers.values():
-            proto = by_protocol.get(peer_protocol_name(peer.name))
-            if proto is None:
-                status = SessionStatus(peer.name, False, "absent", "not configured in BIRD")
-            elif proto.established:
-                status = SessionStatus(peer.name, True, "Established", "Established")
-            else:
-                state = proto.info.split()[0] if proto.info else proto.state
-                hint = (
-                    "; the peer's MD5 password must match: with different TCP MD5 keys the "
-                    "kernel drops every segment and the session never opens"
-                    if peer.password is not None
-                    else ""
-                )
-                status = SessionStatus(
+        self._set_sessions(
+            {
+                peer.name: self._session(peer, by_protocol.get(peer_protocol_name(peer.name)), bfd)
+                for peer in self._applied_peers.values()
+            }
+        )
+
+    def _sessions_unknown(self) -> None:
+        self._set_sessions(
+            {
+                peer.name: SessionStatus(
                     peer.name,
                     False,
-                    state,
-                    f"session to {peer.address} AS{peer.peer_asn} not established "
-                    f"(BIRD: {proto.state} {proto.info}){hint}",
+                    UNKNOWN,
+                    f"session to {peer.address} AS{peer.peer_asn}: BIRD's control socket "
+                    f"{self._s.bird_socket} does not answer, so the session cannot be read "
+                    "(BIRD stopped or restarting?)",
                 )
-            sessions[peer.name] = status
-            old = self._sessions.get(peer.name)
+                for peer in self._applied_peers.values()
+            }
+        )
+
+    def _set_sessions(self, sessions: dict[str, SessionStatus]) -> None:
+        for name, status in sessions.items():
+            old = self._sessions.get(name)
             if old is None or old.state != status.state:
                 log = self._log.info if status.established else self._log.warning
-                log("BGP session state", peer=peer.name, state=status.state, detail=status.message)
+                log("BGP session state", peer=name, state=status.state, detail=status.message)
                 if old is not None:
-                    metrics.SESSION_STATE.labels(peer.name, old.state).set(0)
-            metrics.SESSION_STATE.labels(peer.name, status.state).set(1)
-            metrics.SESSION_ESTABLISHED.labels(peer.name).set(1 if status.established else 0)
+                    metrics.SESSION_STATE.labels(name, old.state).set(0)
+            metrics.SESSION_STATE.labels(name, status.state).set(1)
+            self._state_labels.setdefault(name, set()).add(status.state)
+            metrics.SESSION_ESTABLISHED.labels(name).set(1 if status.established else 0)
+            if status.bfd is not None:
+                metrics.BFD_UP.labels(name).set(1 if status.bfd == "Up" else 0)
+            elif old is not None and old.bfd is not None:
+                metrics.BFD_UP.remove(name)
         for gone in set(self._sessions) - set(sessions):
+            old = self._sessions[gone]
             metrics.SESSION_ESTABLISHED.remove(gone)
-            metrics.SESSION_STATE.labels(gone, self._sessions[gone].state).set(0)
+            for state in self._state_labels.pop(gone, {old.state}):
+                metrics.SESSION_STATE.remove(gone, state)
+            if old.bfd is not None:
+                metrics.BFD_UP.remove(gone)
         self._sessions = sessions
+
+    async def _emit_sessions(self, now: float) -> None:
+        """session.status per peer of this node: at once when a session comes up, goes down,
+        appears or goes away; moves between connecting states and new error texts with the
+        periodic report (every BGP_SPEAKER_SESSION_REPORT_SECONDS), which also re-sends
+        unchanged states so that the state stays fresh."""
+        out: list[c.Event] = []
+        every = self._s.session_report_seconds
+        current = dict(self._sessions)
+        for name, last in self._said_sessions.items():
+            # Gone only when no longer wanted here (not merely unread: BIRD down at start).
+            wanted = name in self._good_peers or name in self._applied_peers
+            if name not in current and not wanted and last.state != REMOVED:
+                current[name] = SessionStatus(
+                    name,
+                    False,
+                    REMOVED,
+                    "the peer was deleted or no longer selects this node; no session",
+                )
+        for name, status in sorted(current.items()):
+            said = self._said_sessions.get(name)
+            if said is not None:
+                moved = said.state != status.state or said.established != status.established
+                quiet = said.state in CONNECTING and status.state in CONNECTING
+                if not (moved and not quiet) and now - said.at < every:
+                    continue
+            gen = self._gen.next(said.generation if said else None)
+            out.append(
+                c.SessionStatus(
+                    generation=gen,
+                    node=self._node,
+                    peer=name,
+                    state=status.state,
+                    established=status.established,
+                    message=status.message,
+                    since=status.since,
+                )
+            )
+            self._said_sessions[name] = _SaidSession(
+                status.state, status.established, status.message, gen, now
+            )
+        if out:
+            await self._ctx.bus.publish_many(out)
 
     def session_status(self, peer: str) -> SessionStatus | None:
         return self._sessions.get(peer)
@@ -564,3 +696,12 @@ class BgpSpeakerApp:
         if out:
             await self._ctx.bus.publish_many(out)
         self._log.info("withdrew every route on shutdown", routes=len(out))
+
+
+def _rfc3339(bird_time: str) -> str | None:
+    """BIRD's ``iso long`` time (the local time of the node, which BIRD shares) as RFC 3339 UTC."""
+    try:
+        local = datetime.fromisoformat(bird_time)
+    except ValueError:
+        return None
+    return local.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -14,6 +14,11 @@ SESSION_STATE = Gauge(
     "1 for the peer's current BIRD protocol state and BGP state",
     ["peer", "state"],
 )
+BFD_UP = Gauge(
+    "bgp_speaker_bfd_up",
+    "1 when the BFD session to the peer is Up, else 0 (peers with BFD on only)",
+    ["peer"],
+)
 ANNOUNCED = Gauge("bgp_speaker_announced_routes", "VIP host routes this node announces")
 APPLIES = Counter(
     "bgp_speaker_bird_applies_total",

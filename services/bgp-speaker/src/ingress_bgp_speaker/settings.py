@@ -42,6 +42,13 @@ class BgpSpeakerSettings(ServiceSettings):
     session_poll_seconds: float = Field(
         default=2.0, gt=0, description="Poll BGP session states this often"
     )
+    session_report_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Re-emit every session.status this often (level-triggered state; a node "
+        "that stops reporting is visible), and at most this often for moves between the "
+        "connecting states (Connect, Active, ...) of a session that does not come up",
+    )
     on_shutdown: Literal["withdraw", "keep"] = Field(
         default="withdraw",
         description="withdraw: remove every route before exiting; keep: leave BIRD announcing "

@@ -39,6 +39,30 @@ class ProtocolStatus:
     def established(self) -> bool:
         return self.proto == "BGP" and self.state == "up" and self.info.startswith("Established")
 
+    @property
+    def bgp_state(self) -> str:
+        """The BGP state BIRD shows (Idle, Connect, Active, OpenSent, OpenConfirm, Established,
+        Close, Passive), or ``Down`` for a protocol that is down (BIRD then shows only the last
+        error) and ``Unknown`` for anything else."""
+        if self.state == "down":
+            return "Down"
+        word = self.info.split(None, 1)[0] if self.info else ""
+        return word if word in BGP_STATES else "Unknown"
+
+    @property
+    def last_error(self) -> str:
+        """BIRD's last error of the protocol ("Socket: Connection refused", "Received: ..."),
+        or ""."""
+        if self.state == "down":
+            return self.info
+        parts = self.info.split(None, 1)
+        return parts[1].strip() if len(parts) > 1 and parts[0] in BGP_STATES else ""
+
+
+BGP_STATES = frozenset(
+    {"Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Established", "Close", "Passive"}
+)
+
 
 class BirdControl(Protocol):
     async def check(self, path: str) -> str | None:
@@ -53,6 +77,9 @@ class BirdControl(Protocol):
     async def static_routes(self) -> frozenset[str]: ...
 
     async def protocols(self) -> list[ProtocolStatus]: ...
+
+    async def bfd_sessions(self) -> dict[str, str]:
+        """BFD session state (Up, Down, Init, AdminDown) by neighbour address; {} without BFD."""
 
 
 Reply = list[tuple[int, str]]
@@ -84,6 +111,14 @@ def parse_protocols(reply: Reply) -> list[ProtocolStatus]:
         info = parts[6].strip() if len(parts) > 6 else ""
         out.append(ProtocolStatus(parts[0], parts[1], parts[3], f"{parts[4]} {parts[5]}", info))
     return out
+
+
+_BFD_ROW_RE = re.compile(r"^\s*([0-9a-fA-F:.]+)\s+\S+\s+(Up|Down|Init|AdminDown)\s")
+
+
+def parse_bfd_sessions(reply: Reply) -> dict[str, str]:
+    """``show bfd sessions``: "IP address  Interface  State  Since  Interval  Timeout" rows."""
+    return {m.group(1): m.group(2) for _, text in reply if (m := _BFD_ROW_RE.match(text))}
 
 
 class BirdSocket:
@@ -157,6 +192,13 @@ class BirdSocket:
     async def protocols(self) -> list[ProtocolStatus]:
         return parse_protocols(await self.command("show protocols"))
 
+    async def bfd_sessions(self) -> dict[str, str]:
+        try:
+            return parse_bfd_sessions(await self.command("show bfd sessions"))
+        except BirdError:
+            # No BFD protocol in the running config ("There is no BFD protocol running").
+            return {}
+
 
 _FAKE_ROUTE_RE = re.compile(r"^\s*route (\S+) blackhole;", re.M)
 _FAKE_BGP_RE = re.compile(r"^protocol bgp (\S+) \{", re.M)
@@ -173,6 +215,11 @@ class FakeBird:
         self.refuse: str | None = None
         self.configures = 0
         self.established: set[str] = set()
+        self.info: dict[str, str] = {}
+        """Info column for protocols not established, by protocol name (default "Active")."""
+        self.bfd: dict[str, str] = {}
+        self.unavailable = False
+        """True: every read raises BirdUnavailable, as a stopped BIRD's socket does."""
 
     async def check(self, path: str) -> str | None:
         if path not in self._files:
@@ -192,17 +239,26 @@ class FakeBird:
     async def undo(self) -> None:
         self.running = self._previous
 
+    def _answer(self) -> None:
+        if self.unavailable:
+            raise BirdUnavailable("fake BIRD stopped")
+
     async def static_routes(self) -> frozenset[str]:
+        self._answer()
         return frozenset(_FAKE_ROUTE_RE.findall(self.running))
 
     async def protocols(self) -> list[ProtocolStatus]:
+        self._answer()
         return [
             ProtocolStatus(
                 name,
                 "BGP",
                 "up" if name in self.established else "start",
                 "2026-01-01 00:00:00.000",
-                "Established" if name in self.established else "Active",
+                "Established" if name in self.established else self.info.get(name, "Active"),
             )
             for name in _FAKE_BGP_RE.findall(self.running)
         ]
+
+    async def bfd_sessions(self) -> dict[str, str]:
+        return dict(self.bfd)
