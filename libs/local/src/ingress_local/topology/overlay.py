@@ -148,6 +148,7 @@ class Overlay:
         self.plan = plan
         self.pool = pool
         self.errors: dict[str, str] = {}
+        self._source_docs: dict[str, list[Any]] = {}
 
     @property
     def secrets_dir(self) -> Path:
@@ -181,6 +182,24 @@ class Overlay:
                 changed = True
         changed |= _sync_tree(self.source / "secrets", self.secrets_dir)
         return changed
+
+    def source_documents(self) -> Iterator[Mapping[str, Any]]:
+        """The documents of the source directory as they are now (what the overlay will hold
+        after the next ``sync``); a file that does not parse keeps its last good documents,
+        as the watcher does."""
+        sources = sorted(self.source.glob("*.yaml")) if self.source.is_dir() else []
+        seen = set()
+        for src in sources:
+            if src.name == OWN_FILE:
+                continue
+            seen.add(src.name)
+            with contextlib.suppress(yaml.YAMLError, OSError):
+                self._source_docs[src.name] = _docs(src.read_text())
+            for doc in self._source_docs.get(src.name, []):
+                if isinstance(doc, Mapping):
+                    yield doc
+        for gone in set(self._source_docs) - seen:
+            del self._source_docs[gone]
 
     def documents(self) -> Iterator[Mapping[str, Any]]:
         for path in sorted(self.target.glob("*.yaml")):

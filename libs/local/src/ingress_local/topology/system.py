@@ -80,6 +80,8 @@ class Options:
     nats_port: int
     vip_pool: str = DEFAULT_VIP_POOL
     sync_interval: float = 0.5
+    backend_grace_seconds: float = 10.0
+    """How long an echo backend keeps serving after it left the manifests (a pod's grace)."""
     extra_env: Mapping[str, str] = field(default_factory=dict)
     """Added to every service's environment (e.g. shorter hold-downs in tests)."""
     say: Callable[[str], None] = print
@@ -101,7 +103,7 @@ class LocalSystem:
         self.bus: Bus | None = None
         self.network: Network | None = None
         self.overlay: Overlay | None = None
-        self.backends = comp.EchoBackends()
+        self.backends = comp.EchoBackends(options.backend_grace_seconds)
         self.infra: list[comp.Child] = []
         self.services: dict[str, comp.Child] = {}
         self.missing: list[ServiceEntry] = []
@@ -109,6 +111,7 @@ class LocalSystem:
         self.zones: list[str] = []
         self.l7: L7Pool | None = None
         self._sync_task: asyncio.Task[None] | None = None
+        self.xds_port = 0
         self._stopped = False
 
     # ------------------------------------------------------------------ paths
@@ -173,14 +176,13 @@ class LocalSystem:
         self.l7 = L7Pool(plan.root_addr, comp.free_port(plan.root_addr), 0)
         self.l7 = L7Pool(plan.root_addr, self.l7.http_port, comp.free_port(plan.root_addr))
         self.overlay = Overlay(self.o.manifests, self.overlay_dir, plan, self.l7)
-        self.overlay.sync()
-        await self.backends.reconcile(backend_addresses(self.overlay.documents()))
+        await self.sync_now()
         self.zones = zones(self.overlay.documents()) or ["example.com"]
 
         await self._start_knot()
         peer = self._peer()
         await self._start_birds(peer)
-        xds_port = comp.free_port()
+        xds_port = self.xds_port = comp.free_port()
         envoy = comp.envoy(self.run_dir, "ingress-local-envoy", xds_port)
         envoy.log_path = self.log_of("envoy")
         self.infra.append(envoy.start())
@@ -379,15 +381,41 @@ class LocalSystem:
         while True:
             await asyncio.sleep(self.o.sync_interval)
             try:
-                if self.overlay.sync():
-                    await self.backends.reconcile(backend_addresses(self.overlay.documents()))
+                await self.sync_now()
             except OSError as exc:
                 self.o.say(f"!! mirroring {self.o.manifests}: {exc}")
 
     async def sync_now(self) -> None:
+        """One pass: backends new in examples/ start listening first, then the overlay (what
+        the watcher reads) follows; backends that left keep serving for their grace."""
         assert self.overlay is not None
+        await self.backends.reconcile(backend_addresses(self.overlay.source_documents()))
         self.overlay.sync()
-        await self.backends.reconcile(backend_addresses(self.overlay.documents()))
+
+    # ------------------------------------------------------------------ faults
+    def kill_service(self, name: str) -> None:
+        """SIGKILL one service (a crash: no clean shutdown, nothing acked that was in hand)."""
+        self.services[name].kill()
+
+    def start_service(self, name: str) -> None:
+        """Start a service again, with the same command and environment."""
+        child = self.services[name]
+        if child.running:
+            raise RuntimeError(f"{name} is still running")
+        child.start()
+
+    async def restart_nats(self, kill: bool = False) -> None:
+        """Stop nats-server (SIGKILL with ``kill``, else SIGTERM) and start it again on the
+        same port and file store; every client reconnects by itself."""
+        assert self.nats is not None
+        if kill:
+            self.nats.kill()
+        else:
+            await asyncio.to_thread(self.nats.stop, 10.0)
+        self.nats.start()
+        await comp.wait_until(
+            "nats-server", lambda: comp.port_open(self.o.nats_port), 15, self.nats
+        )
 
     def exited(self) -> list[str]:
         return [
