@@ -389,7 +389,7 @@ def rebuild_cost(domains: int) -> tuple[float, int]:
         best = min(best, time.perf_counter() - t0)
     assert snapshot is not None
     http_routes = snapshot.get(ROUTE, HTTP_ROUTES)
-    size = len(http_routes.message.SerializeToString()) if http_routes is not None else 0
+    size = len(http_routes.payload) if http_routes is not None else 0
     return best, size
 
 

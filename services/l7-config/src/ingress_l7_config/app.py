@@ -36,6 +36,7 @@ from .domain.resources import (
     LISTENER,
     ROUTE,
     BackendKey,
+    BuildCache,
     BuildOptions,
     Snapshot,
     build_snapshot,
@@ -103,9 +104,10 @@ class L7ConfigApp(XdsObserver):
         self._probation: list[str] = []
         self._removing: set[str] = set()
         self._dirty: set[str] = set()
-        self._backends_dirty = False
         self._last_out: dict[str, int] = {}
         self._snapshot: Snapshot | None = None
+        self._build_cache = BuildCache()
+        """The parts of the last build: a change rebuilds only what it touched."""
         self._sequence = 0
         self._wake = asyncio.Event()
         self._outbox: asyncio.Queue[c.Event] = asyncio.Queue()
@@ -172,10 +174,8 @@ class L7ConfigApp(XdsObserver):
             self._dirty.add(event.host)
         elif isinstance(event, c.BackendEndpoints):
             self._backends[(event.namespace, event.service, event.port)] = event
-            self._backends_dirty = True
         elif isinstance(event, c.BackendDeleted):
             self._backends.pop((event.namespace, event.service, event.port), None)
-            self._backends_dirty = True
         self._wake.set()
 
     def _secret_changed(self, namespace: str, name: str) -> None:
@@ -300,8 +300,9 @@ class L7ConfigApp(XdsObserver):
                 material = self._materials.get((name, domain.tls.content_hash))
                 if material is not None:
                     secrets[name] = material
-        snapshot = build_snapshot(effective, self._backends, secrets, self._options)
-        self._backends_dirty = False
+        snapshot = build_snapshot(
+            effective, self._backends, secrets, self._options, self._build_cache
+        )
         if self._snapshot is not None and _same(self._snapshot, snapshot):
             self._check_progress()
             self.built.set()

@@ -31,7 +31,7 @@ from ..domain.push import (
     next_push,
     resubscribe,
 )
-from ..domain.resources import SHORT, TYPES, Snapshot
+from ..domain.resources import ENDPOINT, SHORT, TYPES, Snapshot
 
 log = logging.getLogger("ingress_l7_config.xds")
 
@@ -47,6 +47,8 @@ class EnvoyStream:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     sent: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
     """Every response: (LDS|RDS|CDS|EDS|SDS, resource names), for metrics and tests."""
+    pinned: tuple[Snapshot, int] | None = None
+    """The snapshot (and its sequence) this Envoy is being brought to (see domain.push)."""
 
 
 class XdsObserver(Protocol):
@@ -122,21 +124,29 @@ class _Core:
         stream.wake.set()
 
     def next_response(self, stream: EnvoyStream) -> discovery_pb2.DiscoveryResponse | None:
-        if self._snapshot is None:
+        latest = self._snapshot
+        if latest is None:
             return None
-        push = next_push(self._snapshot, stream.states, stream.in_flight.keys())
+        if stream.pinned is None:
+            stream.pinned = (latest, self._sequence)
+        pinned, sequence = stream.pinned
+        push = next_push(pinned, stream.states, stream.in_flight.keys(), latest)
+        if push is None and not stream.in_flight and pinned is not latest:
+            # The pinned snapshot is delivered and acknowledged: on to the newest.
+            stream.pinned = (latest, self._sequence)
+            pinned, sequence = stream.pinned
+            push = next_push(pinned, stream.states, (), latest)
         if push is None:
             return None
+        if push.type_url == ENDPOINT:
+            sequence = self._sequence
         nonce = str(next(self._nonces))
-        stream.in_flight[push.type_url] = (push, nonce, self._sequence)
+        stream.in_flight[push.type_url] = (push, nonce, sequence)
         stream.sent.append((SHORT[push.type_url], tuple(r.name for r in push.resources)))
-        resources = []
-        for r in push.resources:
-            packed = any_pb2.Any()
-            packed.Pack(r.message)
-            resources.append(packed)
+        # The stored wire form: nothing is serialized again per Envoy.
+        resources = [any_pb2.Any(type_url=push.type_url, value=r.payload) for r in push.resources]
         return discovery_pb2.DiscoveryResponse(
-            version_info=str(self._sequence),
+            version_info=str(sequence),
             resources=resources,
             type_url=push.type_url,
             nonce=nonce,

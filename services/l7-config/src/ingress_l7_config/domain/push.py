@@ -2,15 +2,22 @@
 
 * At most one response per type in flight (the next waits for the ACK or NACK), and types go
   out in the order clusters, endpoints, secrets, listeners, routes. Listeners and routes also
-  wait while clusters, endpoints or secrets are in flight (so a refused certificate is known
-  before the routes of the same change go out) (make before break: a route never points at a
-  cluster the Envoy does not have yet). Endpoints and secrets are never held back: Envoy delays
-  its CDS ACK until the new clusters have warmed, i.e. until their endpoints have arrived.
+  wait while clusters or secrets are in flight (make before break: a route never points at a
+  cluster the Envoy does not have yet, and a refused certificate is known before the routes of
+  the same change go out). Endpoints are never held back and never hold anything back: Envoy
+  delays its CDS ACK until the new clusters have warmed, i.e. until their endpoints have
+  arrived, so an acknowledged cluster set is ready for routes whatever EDS is doing.
 * Listeners and clusters are sent as the whole set (the SotW rule for LDS/CDS), and only when
   some member differs from what the Envoy ACKed. Endpoints, route configurations and secrets are
   sent per resource: only subscribed names whose content the Envoy does not have, so an endpoint
   change is one ClusterLoadAssignment and nothing else.
 * A resource version the Envoy NACKed is not sent again: the next attempt is a different version.
+* Each Envoy takes one snapshot whole (clusters, secrets, listeners, routes) before the next: the
+  server pins it per stream until nothing of it is left to send or awaiting an ACK. Without the
+  pin, clusters that change faster than an Envoy ACKs them (a busy fleet) would hold listeners
+  and routes back forever, since each new cluster set goes out first. Endpoints come from the
+  newest snapshot all the same: an Envoy asks only for the endpoints of clusters it has, so they
+  are safe at any time, and an endpoint change never waits behind a route table.
 """
 
 from __future__ import annotations
@@ -75,23 +82,28 @@ def _wanted(type_url: str, snapshot: Snapshot, state: TypeState) -> Push | None:
 
 
 BLOCKED_BY: Mapping[str, frozenset[str]] = {
-    LISTENER: frozenset({CLUSTER, ENDPOINT, SECRET}),
-    ROUTE: frozenset({CLUSTER, ENDPOINT, SECRET}),
+    LISTENER: frozenset({CLUSTER, SECRET}),
+    ROUTE: frozenset({CLUSTER, SECRET}),
 }
 
 
 def next_push(
-    snapshot: Snapshot, states: Mapping[str, TypeState], in_flight: Collection[str]
+    snapshot: Snapshot,
+    states: Mapping[str, TypeState],
+    in_flight: Collection[str],
+    latest: Snapshot | None = None,
 ) -> Push | None:
     """The next response for one Envoy, or None when nothing can be sent now; ``in_flight`` are
-    the types with a response awaiting its ACK."""
+    the types with a response awaiting its ACK. ``snapshot`` is the one pinned for this Envoy;
+    endpoints come from ``latest`` (default: the same)."""
     for type_url in TYPES:
         state = states.get(type_url)
         if state is None or not state.requested or type_url in in_flight:
             continue
         if BLOCKED_BY.get(type_url, frozenset()) & set(in_flight):
             continue
-        push = _wanted(type_url, snapshot, state)
+        source = latest if latest is not None and type_url == ENDPOINT else snapshot
+        push = _wanted(type_url, source, state)
         if push is not None:
             return push
     return None

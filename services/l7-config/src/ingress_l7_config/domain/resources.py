@@ -28,10 +28,12 @@ never takes traffic while a remote can.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import NamedTuple
 
 from envoy.config.accesslog.v3 import accesslog_pb2  # type: ignore[import-untyped, unused-ignore]
 from envoy.config.cluster.v3 import cluster_pb2  # type: ignore[import-untyped, unused-ignore]
@@ -127,9 +129,20 @@ class BuildOptions:
 
 @dataclass(frozen=True)
 class Resource:
+    """One xDS resource as it goes on the wire: its deterministic serialization (``payload``,
+    sent as is), a digest of it (its version), and its message, parsed from the payload only when
+    something reads it (the JSON of golden files and file mode)."""
+
     name: str
-    message: Message
+    payload: bytes
     digest: str
+    kind: type[Message]
+
+    @functools.cached_property
+    def message(self) -> Message:
+        message = self.kind()
+        message.ParseFromString(self.payload)
+        return message
 
 
 @dataclass(frozen=True)
@@ -159,9 +172,48 @@ def _any(message: Message) -> any_pb2.Any:
     return packed
 
 
+def _wire(name: str, payload: bytes, kind: type[Message]) -> Resource:
+    return Resource(name, payload, hashlib.sha256(payload).hexdigest()[:16], kind)
+
+
 def _resource(name: str, message: Message) -> Resource:
-    digest = hashlib.sha256(message.SerializeToString(deterministic=True)).hexdigest()[:16]
-    return Resource(name, message, digest)
+    resource = _wire(name, message.SerializeToString(deterministic=True), type(message))
+    resource.__dict__["message"] = message  # already at hand: never parsed back
+    return resource
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field (wire type 2)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+_ROUTE_CONFIG_NAME = route_pb2.RouteConfiguration.DESCRIPTOR.fields_by_name["name"].number
+_ROUTE_CONFIG_VHOSTS = route_pb2.RouteConfiguration.DESCRIPTOR.fields_by_name[
+    "virtual_hosts"
+].number
+
+
+def _vhost_field(vhost: route_components_pb2.VirtualHost) -> bytes:
+    """A virtual host as one ``virtual_hosts`` field of a RouteConfiguration's wire form."""
+    return _field(_ROUTE_CONFIG_VHOSTS, vhost.SerializeToString(deterministic=True))
+
+
+def _route_table(name: str, vhost_fields: Iterable[bytes]) -> Resource:
+    """A RouteConfiguration of only a name and virtual hosts (see :func:`_vhost_field`): the
+    wire form of a message is its fields in number order and a repeated field is its elements
+    one after another, so this is byte for byte what serializing the assembled message gives,
+    without copying 10,000 virtual hosts into it first."""
+    payload = _field(_ROUTE_CONFIG_NAME, name.encode()) + b"".join(vhost_fields)
+    return _wire(name, payload, route_pb2.RouteConfiguration)
 
 
 def _ads() -> config_source_pb2.ConfigSource:
@@ -407,35 +459,34 @@ def _http_listener(options: BuildOptions) -> listener_pb2.Listener:
     )
 
 
+def _filter_chain(
+    domain: c.DomainDesired, options: BuildOptions
+) -> listener_components_pb2.FilterChain:
+    """A TLS domain's filter chain on the HTTPS listener: matched by SNI, its certificate over
+    SDS, its own route configuration."""
+    assert domain.tls is not None
+    sname = secret_name(domain.tls.secret)
+    context = tls_pb2.DownstreamTlsContext(
+        common_tls_context=tls_pb2.CommonTlsContext(
+            tls_certificate_sds_secret_configs=[
+                secret_pb2.SdsSecretConfig(name=sname, sds_config=_secret_source(sname, options))
+            ],
+            alpn_protocols=["h2", "http/1.1"],
+        )
+    )
+    return listener_components_pb2.FilterChain(
+        name=domain.host,
+        filter_chain_match=listener_components_pb2.FilterChainMatch(server_names=[domain.host]),
+        transport_socket=base_pb2.TransportSocket(
+            name="envoy.transport_sockets.tls", typed_config=_any(context)
+        ),
+        filters=[_hcm("https", https_routes(domain.host), options)],
+    )
+
+
 def _https_listener(
-    tls_domains: list[c.DomainDesired], options: BuildOptions
+    chains: Iterable[listener_components_pb2.FilterChain], options: BuildOptions
 ) -> listener_pb2.Listener:
-    chains = []
-    for domain in tls_domains:
-        assert domain.tls is not None
-        context = tls_pb2.DownstreamTlsContext(
-            common_tls_context=tls_pb2.CommonTlsContext(
-                tls_certificate_sds_secret_configs=[
-                    secret_pb2.SdsSecretConfig(
-                        name=secret_name(domain.tls.secret),
-                        sds_config=_secret_source(secret_name(domain.tls.secret), options),
-                    )
-                ],
-                alpn_protocols=["h2", "http/1.1"],
-            )
-        )
-        chains.append(
-            listener_components_pb2.FilterChain(
-                name=domain.host,
-                filter_chain_match=listener_components_pb2.FilterChainMatch(
-                    server_names=[domain.host]
-                ),
-                transport_socket=base_pb2.TransportSocket(
-                    name="envoy.transport_sockets.tls", typed_config=_any(context)
-                ),
-                filters=[_hcm("https", https_routes(domain.host), options)],
-            )
-        )
     return listener_pb2.Listener(
         name=HTTPS_LISTENER,
         address=_address(options.listen_address, options.https_port),
@@ -445,7 +496,7 @@ def _https_listener(
                 typed_config=_any(tls_inspector_pb2.TlsInspector()),
             )
         ],
-        filter_chains=chains,
+        filter_chains=list(chains),
     )
 
 
@@ -579,74 +630,257 @@ def _bind_host(host: str) -> NameOf:
     return name
 
 
+@dataclass(frozen=True)
+class DomainParts:
+    """What one domain contributes to a snapshot, built from one ``DomainDesired`` object.
+
+    It names clusters but holds nothing built from endpoints, so an endpoint change never
+    invalidates it."""
+
+    domain: c.DomainDesired
+    http_vhost: bytes
+    """Its virtual host on the plain-HTTP route table (the 301 vhost for a redirecting domain),
+    as a field of that table's wire form."""
+    https_route: Resource | None
+    filter_chain: listener_components_pb2.FilterChain | None
+    clusters: tuple[tuple[str, BackendKey], ...]
+    """(cluster name, backend) of every backend it routes to, each name once."""
+    remotes: tuple[c.RemoteBackend, ...]
+    """Remote backends that take traffic (weight > 0); non-empty makes its clusters its own."""
+    secret: str | None
+    deps: frozenset[tuple[str, str]]
+
+
+def domain_parts(domain: c.DomainDesired, options: BuildOptions) -> DomainParts:
+    refs = [b.backend for r in domain.routes for b in r.backends]
+    if domain.default_backend is not None:
+        refs.append(domain.default_backend.backend)
+    # A remote with weight 0 is switched off: it contributes nothing.
+    remotes = tuple(r for r in domain.remote_backends if r.weight > 0)
+    names: NameOf = _bind_host(domain.host) if remotes else cluster_name
+    unique: dict[str, BackendKey] = {}
+    for ref in refs:
+        unique.setdefault(names(ref), backend_key(ref))
+    clusters = tuple(unique.items())
+    used: set[tuple[str, str]] = {(LISTENER, HTTP_LISTENER), (ROUTE, HTTP_ROUTES)}
+    for name, _ in clusters:
+        used |= {(CLUSTER, name), (ENDPOINT, name)}
+    vhost = _virtual_host(domain, names)
+    https_route = chain = sname = None
+    if domain.tls is not None:
+        sname = secret_name(domain.tls.secret)
+        rname = https_routes(domain.host)
+        https_route = _resource(
+            rname, route_pb2.RouteConfiguration(name=rname, virtual_hosts=[vhost])
+        )
+        chain = _filter_chain(domain, options)
+        used |= {(SECRET, sname), (LISTENER, HTTPS_LISTENER), (ROUTE, rname)}
+        if domain.http_redirect_to_https:
+            vhost = _redirect_host(domain, options.https_redirect_port)
+    return DomainParts(
+        domain=domain,
+        http_vhost=_vhost_field(vhost),
+        https_route=https_route,
+        filter_chain=chain,
+        clusters=clusters,
+        remotes=remotes,
+        secret=sname,
+        deps=frozenset(used),
+    )
+
+
+def _same_parts(a: tuple[DomainParts, ...], b: tuple[DomainParts, ...]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
+class _Feed(NamedTuple):
+    """A cluster's ClusterLoadAssignment and what it was built from."""
+
+    key: BackendKey
+    backend: c.BackendEndpoints | None
+    remotes: tuple[c.RemoteBackend, ...]
+    resource: Resource
+
+
+def _assignment(
+    name: str,
+    key: BackendKey,
+    backends: Mapping[BackendKey, c.BackendEndpoints],
+    remotes: tuple[c.RemoteBackend, ...],
+    options: BuildOptions,
+) -> _Feed:
+    found = backends.get(key)
+    assignment = (
+        _remote_load_assignment(name, found, list(remotes), options)
+        if remotes
+        else _load_assignment(name, found)
+    )
+    return _Feed(key, found, remotes, _resource(name, assignment))
+
+
+def _secret_resource(
+    name: str, material: SecretMaterial, known: tuple[SecretMaterial, Resource] | None
+) -> tuple[SecretMaterial, Resource]:
+    if known is not None and known[0] == material:
+        return known
+    return material, _resource(name, _secret(name, material))
+
+
+@dataclass
+class BuildCache:
+    """What earlier builds made, for :func:`build_snapshot` to reuse: a domain's parts while it
+    is the same ``DomainDesired`` object, a cluster by name, a cluster's endpoints while the same
+    ``BackendEndpoints`` object (and remotes) feed it, a secret while its material is equal, and
+    the shared route table and HTTPS listener while all their parts are the same. After a build
+    it holds exactly what that build used."""
+
+    options: BuildOptions | None = None
+    domains: dict[str, DomainParts] = field(default_factory=dict)
+    clusters: dict[tuple[str, bool], Resource] = field(default_factory=dict)
+    endpoints: dict[str, _Feed] = field(default_factory=dict)
+    secrets: dict[str, tuple[SecretMaterial, Resource]] = field(default_factory=dict)
+    http_routes: tuple[tuple[DomainParts, ...], Resource] | None = None
+    https_listener: tuple[tuple[DomainParts, ...], Resource] | None = None
+    http_listener: Resource | None = None
+    snapshot: Snapshot | None = None
+    """The last build's result."""
+    reused: int = 0
+    """Domains whose parts the last build reused (tests and the benchmark read it)."""
+
+    def reset(self, options: BuildOptions) -> None:
+        """Everything built depends on the options: new options start from nothing."""
+        fresh = BuildCache(options=options)
+        for f in fields(self):
+            setattr(self, f.name, getattr(fresh, f.name))
+
+
 def build_snapshot(
     domains: Mapping[str, c.DomainDesired],
     backends: Mapping[BackendKey, c.BackendEndpoints],
     secrets: Mapping[str, SecretMaterial],
     options: BuildOptions,
+    cache: BuildCache | None = None,
 ) -> Snapshot:
     """Resources for ``domains`` (already validated; TLS domains have their material in
     ``secrets``). Only clusters some domain uses are built: a backend nobody routes to costs
-    Envoy nothing."""
+    Envoy nothing. With a ``cache`` the result is the same, built only where its inputs changed
+    (a change costs in proportion to what it touches, plus assembling the shared resources)."""
+    if cache is None:
+        cache = BuildCache(options=options)
+    elif cache.options != options:
+        cache.reset(options)
     out: dict[str, dict[str, Resource]] = {t: {} for t in TYPES}
-    deps: dict[str, set[tuple[str, str]]] = {}
     hosts = sorted(domains)
-    http_vhosts = []
-    tls_domains = []
+    parts: list[DomainParts] = []
+    reused = 0
     for host in hosts:
         domain = domains[host]
-        used: set[tuple[str, str]] = {(LISTENER, HTTP_LISTENER), (ROUTE, HTTP_ROUTES)}
-        refs = [b.backend for r in domain.routes for b in r.backends]
-        if domain.default_backend is not None:
-            refs.append(domain.default_backend.backend)
-        # A remote with weight 0 is switched off: it contributes nothing.
-        remotes = [r for r in domain.remote_backends if r.weight > 0]
-        names: NameOf = cluster_name
-        if remotes:
-            names = _bind_host(domain.host)
-        for ref in refs:
-            name = names(ref)
-            used |= {(CLUSTER, name), (ENDPOINT, name)}
-            if name not in out[CLUSTER]:
-                out[CLUSTER][name] = _resource(name, _cluster(name, options, bool(remotes)))
-                found = backends.get(backend_key(ref))
-                assignment = (
-                    _remote_load_assignment(name, found, remotes, options)
-                    if remotes
-                    else _load_assignment(name, found)
-                )
-                out[ENDPOINT][name] = _resource(name, assignment)
-        if domain.tls is not None:
-            sname = secret_name(domain.tls.secret)
-            out[SECRET].setdefault(sname, _resource(sname, _secret(sname, secrets[sname])))
-            rname = https_routes(host)
-            out[ROUTE][rname] = _resource(
-                rname,
-                route_pb2.RouteConfiguration(
-                    name=rname, virtual_hosts=[_virtual_host(domain, names)]
-                ),
-            )
-            used |= {(SECRET, sname), (LISTENER, HTTPS_LISTENER), (ROUTE, rname)}
-            tls_domains.append(domain)
-        if domain.tls is not None and domain.http_redirect_to_https:
-            http_vhosts.append(_redirect_host(domain, options.https_redirect_port))
+        known = cache.domains.get(host)
+        if known is not None and known.domain is domain:
+            reused += 1
+            parts.append(known)
         else:
-            http_vhosts.append(_virtual_host(domain, names))
-        deps[host] = used
-    out[LISTENER][HTTP_LISTENER] = _resource(HTTP_LISTENER, _http_listener(options))
-    out[ROUTE][HTTP_ROUTES] = _resource(
-        HTTP_ROUTES, route_pb2.RouteConfiguration(name=HTTP_ROUTES, virtual_hosts=http_vhosts)
-    )
-    if tls_domains:
+            parts.append(domain_parts(domain, options))
+    every = tuple(parts)
+    cache.reused = reused
+    last = cache.snapshot
+    if (
+        last is not None
+        and cache.http_routes is not None
+        and _same_parts(cache.http_routes[0], every)
+    ):
+        # The same domains: only endpoints and key material can differ.
+        cache.snapshot = _refresh(last, backends, secrets, options, cache)
+        return cache.snapshot
+    clusters: dict[tuple[str, bool], Resource] = {}
+    endpoints: dict[str, _Feed] = {}
+    used_secrets: dict[str, tuple[SecretMaterial, Resource]] = {}
+    for part in parts:
+        remote = bool(part.remotes)
+        for name, key in part.clusters:
+            if name in out[CLUSTER]:
+                continue
+            cluster = cache.clusters.get((name, remote))
+            if cluster is None:
+                cluster = _resource(name, _cluster(name, options, remote))
+            clusters[(name, remote)] = cluster
+            out[CLUSTER][name] = cluster
+            feed = cache.endpoints.get(name)
+            if (
+                feed is None
+                or feed.backend is not backends.get(key)
+                or feed.remotes != part.remotes
+            ):
+                feed = _assignment(name, key, backends, part.remotes, options)
+            endpoints[name] = feed
+            out[ENDPOINT][name] = feed.resource
+        if part.secret is not None:
+            assert part.https_route is not None
+            out[ROUTE][part.https_route.name] = part.https_route
+            if part.secret not in used_secrets:
+                used = _secret_resource(
+                    part.secret, secrets[part.secret], cache.secrets.get(part.secret)
+                )
+                used_secrets[part.secret] = used
+                out[SECRET][part.secret] = used[1]
+    if cache.http_listener is None:
+        cache.http_listener = _resource(HTTP_LISTENER, _http_listener(options))
+    out[LISTENER][HTTP_LISTENER] = cache.http_listener
+    if cache.http_routes is None or not _same_parts(cache.http_routes[0], every):
+        cache.http_routes = (every, _route_table(HTTP_ROUTES, [p.http_vhost for p in parts]))
+    out[ROUTE][HTTP_ROUTES] = cache.http_routes[1]
+    tls = tuple(p for p in parts if p.filter_chain is not None)
+    if tls:
         # An HTTPS listener with no filter chain is invalid, so it exists only with a TLS domain.
-        out[LISTENER][HTTPS_LISTENER] = _resource(
-            HTTPS_LISTENER, _https_listener(tls_domains, options)
-        )
-    return Snapshot(
+        if cache.https_listener is None or not _same_parts(cache.https_listener[0], tls):
+            chains = [p.filter_chain for p in tls if p.filter_chain is not None]
+            listener = _resource(HTTPS_LISTENER, _https_listener(chains, options))
+            cache.https_listener = (tls, listener)
+        out[LISTENER][HTTPS_LISTENER] = cache.https_listener[1]
+    else:
+        cache.https_listener = None
+    cache.domains = dict(zip(hosts, parts, strict=True))
+    cache.clusters = clusters
+    cache.endpoints = endpoints
+    cache.secrets = used_secrets
+    cache.snapshot = Snapshot(
         resources=out,
         generations={h: domains[h].generation for h in hosts},
-        deps={h: frozenset(d) for h, d in deps.items()},
+        deps={p.domain.host: p.deps for p in parts},
     )
+    return cache.snapshot
+
+
+def _refresh(
+    last: Snapshot,
+    backends: Mapping[BackendKey, c.BackendEndpoints],
+    secrets: Mapping[str, SecretMaterial],
+    options: BuildOptions,
+    cache: BuildCache,
+) -> Snapshot:
+    """``last`` with the endpoints and secrets of now: the rest depends on the domains alone.
+    The endpoint-only fast path: one lookup per cluster, and ``last`` itself when nothing
+    changed."""
+    feeds: dict[str, Resource] = {}
+    for name, feed in cache.endpoints.items():
+        if backends.get(feed.key) is not feed.backend:
+            fresh = _assignment(name, feed.key, backends, feed.remotes, options)
+            cache.endpoints[name] = fresh
+            feeds[name] = fresh.resource
+    keys: dict[str, Resource] = {}
+    for name, known in cache.secrets.items():
+        used = _secret_resource(name, secrets[name], known)
+        if used is not known:
+            cache.secrets[name] = used
+            keys[name] = used[1]
+    if not feeds and not keys:
+        return last
+    resources = dict(last.resources)
+    if feeds:
+        resources[ENDPOINT] = {**resources[ENDPOINT], **feeds}
+    if keys:
+        resources[SECRET] = {**resources[SECRET], **keys}
+    return Snapshot(resources=resources, generations=last.generations, deps=last.deps)
 
 
 def snapshot_json(snapshot: Snapshot) -> str:

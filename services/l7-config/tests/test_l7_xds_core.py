@@ -1,0 +1,201 @@
+"""The ADS stream bookkeeping with a scripted Envoy: each Envoy takes one snapshot whole before
+the next (routes are never starved by clusters that keep changing), and endpoints always come
+from the newest snapshot without waiting behind a route table."""
+
+from __future__ import annotations
+
+import pytest
+from envoy.config.route.v3 import route_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+from ingress_l7_config.adapters.xds import EnvoyStream, _Core
+from ingress_l7_config.domain.push import Push
+from ingress_l7_config.domain.resources import (
+    CLUSTER,
+    ENDPOINT,
+    HTTP_ROUTES,
+    LISTENER,
+    ROUTE,
+    TYPES,
+    BuildCache,
+    BuildOptions,
+    Snapshot,
+    build_snapshot,
+)
+from l7_fixtures import NS, domain, endpoints, route
+
+pytestmark = pytest.mark.unit
+
+
+class Quiet:
+    def on_ack(self, stream: EnvoyStream, push: Push, sequence: int) -> None:
+        return None
+
+    def on_nack(
+        self, stream: EnvoyStream, push: Push, sequence: int, changed: list[str], message: str
+    ) -> None:
+        return None
+
+    def on_streams_changed(self) -> None:
+        return None
+
+
+class Fleet:
+    """Domains d0.. each routing to its own Service s0..; builds snapshots as the app does."""
+
+    def __init__(self) -> None:
+        self.domains: dict[str, object] = {}
+        self.backends: dict[tuple[str, str, int], object] = {}
+        self.cache = BuildCache()
+        self.sequence = 0
+
+    def add(self, i: int) -> None:
+        host = f"d{i}.example.com"
+        self.domains[host] = domain(host, [route("/", "Prefix", f"s{i}")])
+        self.backends[(NS, f"s{i}", 80)] = endpoints(f"s{i}", 1000 + i)
+
+    def move(self, i: int, port: int) -> None:
+        self.backends[(NS, f"s{i}", 80)] = endpoints(f"s{i}", port)
+
+    def publish(self, core: _Core) -> Snapshot:
+        snap = build_snapshot(
+            self.domains,  # type: ignore[arg-type]
+            self.backends,  # type: ignore[arg-type]
+            {},
+            BuildOptions(access_log=False),
+            self.cache,
+        )
+        self.sequence += 1
+        core.publish(snap, self.sequence)
+        return snap
+
+
+def ack(core: _Core, stream: EnvoyStream, response: discovery_pb2.DiscoveryResponse) -> None:
+    """The Envoy accepts ``response`` and, for named types, stays subscribed to what it holds
+    plus what it was sent (as an Envoy does once clusters and listeners name them)."""
+    names: list[str] = []
+    if response.type_url not in (CLUSTER, LISTENER):
+        held = stream.states[response.type_url].subscribed
+        names = sorted(held | set(_names(response)))
+    core.handle_request(
+        stream,
+        discovery_pb2.DiscoveryRequest(
+            type_url=response.type_url,
+            response_nonce=response.nonce,
+            version_info=response.version_info,
+            resource_names=names,
+        ),
+    )
+
+
+def subscribe(core: _Core, stream: EnvoyStream, type_url: str, snap: Snapshot) -> None:
+    core.handle_request(
+        stream,
+        discovery_pb2.DiscoveryRequest(
+            type_url=type_url, resource_names=sorted(snap.resources.get(type_url, {}))
+        ),
+    )
+
+
+def _names(response: discovery_pb2.DiscoveryResponse) -> list[str]:
+    out = []
+    for packed in response.resources:
+        if response.type_url == ROUTE:
+            message = route_pb2.RouteConfiguration()
+            packed.Unpack(message)
+            out.append(message.name)
+        else:
+            # Every other type has its name (or cluster_name) as field 1: read it generically.
+            message = _message(response.type_url)
+            packed.Unpack(message)
+            out.append(getattr(message, "name", "") or getattr(message, "cluster_name", ""))
+    return out
+
+
+def _message(type_url: str) -> object:
+    from envoy.config.cluster.v3 import cluster_pb2
+    from envoy.config.endpoint.v3 import endpoint_pb2
+    from envoy.config.listener.v3 import listener_pb2
+
+    return {
+        CLUSTER: cluster_pb2.Cluster,
+        ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
+        LISTENER: listener_pb2.Listener,
+    }[type_url]()
+
+
+def _vhosts(response: discovery_pb2.DiscoveryResponse) -> list[str]:
+    table = route_pb2.RouteConfiguration()
+    response.resources[0].Unpack(table)
+    assert table.name == HTTP_ROUTES
+    return [v.name for v in table.virtual_hosts]
+
+
+def converge(core: _Core, stream: EnvoyStream) -> None:
+    while (response := core.next_response(stream)) is not None:
+        ack(core, stream, response)
+
+
+def connected(fleet: Fleet) -> tuple[_Core, EnvoyStream]:
+    core = _Core(Quiet())
+    stream = EnvoyStream(node="envoy-1")
+    core.add(stream)
+    snap = fleet.publish(core)
+    for type_url in TYPES:
+        core.handle_request(stream, discovery_pb2.DiscoveryRequest(type_url=type_url))
+    subscribe(core, stream, ENDPOINT, snap)
+    subscribe(core, stream, ROUTE, snap)
+    converge(core, stream)
+    return core, stream
+
+
+def test_routes_go_out_before_a_newer_cluster_set() -> None:
+    fleet = Fleet()
+    fleet.add(0)
+    core, stream = connected(fleet)
+
+    fleet.add(1)
+    fleet.publish(core)  # B: a new domain, a new cluster
+    cds_b = core.next_response(stream)
+    assert cds_b is not None and cds_b.type_url == CLUSTER
+    fleet.add(2)
+    fleet.publish(core)  # C arrives while B's clusters are in flight
+    # As Envoy does: it asks for the new clusters' endpoints, and ACKs the clusters once they
+    # arrived (warmed).
+    core.handle_request(
+        stream,
+        discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=_names(cds_b)),
+    )
+    eds = core.next_response(stream)
+    assert eds is not None and eds.type_url == ENDPOINT and _names(eds) == ["shop/s1/80"]
+    ack(core, stream, eds)
+    ack(core, stream, cds_b)
+    # B is delivered whole first: its route table, not C's clusters.
+    rds_b = core.next_response(stream)
+    assert rds_b is not None and rds_b.type_url == ROUTE
+    assert _vhosts(rds_b) == ["d0.example.com", "d1.example.com"]
+    ack(core, stream, rds_b)
+    cds_c = core.next_response(stream)
+    assert cds_c is not None and cds_c.type_url == CLUSTER and len(cds_c.resources) == 3
+    ack(core, stream, cds_c)
+    converge(core, stream)
+    assert stream.pinned is not None and stream.pinned[1] == fleet.sequence
+
+
+def test_an_endpoint_change_does_not_wait_for_a_route_table_in_flight() -> None:
+    fleet = Fleet()
+    fleet.add(0)
+    fleet.add(1)
+    core, stream = connected(fleet)
+
+    fleet.add(2)
+    fleet.publish(core)
+    while (response := core.next_response(stream)) is not None and response.type_url != ROUTE:
+        ack(core, stream, response)
+    assert response is not None and response.type_url == ROUTE  # in flight, not ACKed
+    fleet.move(0, 2000)
+    fleet.publish(core)
+    eds = core.next_response(stream)
+    assert eds is not None and eds.type_url == ENDPOINT and _names(eds) == ["shop/s0/80"]
+    ack(core, stream, eds)
+    ack(core, stream, response)
+    converge(core, stream)
