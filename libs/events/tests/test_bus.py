@@ -12,6 +12,7 @@ from ingress_events.bus import (
     ConsumerSpec,
     KeyExists,
     PermanentError,
+    ReplayIncomplete,
     RevisionMismatch,
     StreamSettings,
 )
@@ -89,6 +90,43 @@ async def test_every_example_event_travels_and_replays(bus: Bus) -> None:
     # Several examples share a key (desired then deleted): the last one per subject remains.
     expected = {bus.subjects.for_event(e): e for e in events}
     assert replayed == expected
+
+
+def _slow_fetches(monkeypatch: pytest.MonkeyPatch, failures: int | None) -> list[int]:
+    """Make the first ``failures`` replay fetches (None: every one) time out, as on a server too
+    busy to answer in time; returns the count of fetches made."""
+    import nats.errors
+    from nats.js.client import JetStreamContext
+
+    real = JetStreamContext.PullSubscription.fetch
+    calls = [0]
+
+    async def fetch(self: object, *args: object, **kwargs: object) -> object:
+        calls[0] += 1
+        if failures is None or calls[0] <= failures:
+            raise nats.errors.TimeoutError
+        return await real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(JetStreamContext.PullSubscription, "fetch", fetch)
+    return calls
+
+
+async def test_a_replay_retries_a_slow_fetch_and_returns_the_whole_state(
+    bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await bus.publish_many([domain(1, f"h{i}.example.com") for i in range(50)])
+    calls = _slow_fetches(monkeypatch, failures=2)
+    assert len(await bus.replay(c.Family.DOMAIN)) == 50
+    assert calls[0] >= 3
+
+
+async def test_a_replay_never_returns_part_of_the_state(
+    bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await bus.publish_many([domain(1, f"h{i}.example.com") for i in range(50)])
+    _slow_fetches(monkeypatch, failures=None)
+    with pytest.raises(ReplayIncomplete, match="50 message"):
+        await bus.replay(c.Family.DOMAIN, timeout=0.5)
 
 
 async def test_publish_many_stores_thousands(bus: Bus) -> None:

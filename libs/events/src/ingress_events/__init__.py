@@ -11,6 +11,7 @@ from .bus import (
     KvStore,
     PermanentError,
     PublishError,
+    ReplayIncomplete,
     RevisionMismatch,
     StreamSettings,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "LatestByKey",
     "PermanentError",
     "PublishError",
+    "ReplayIncomplete",
     "RevisionMismatch",
     "StreamSettings",
     "Subjects",

@@ -70,6 +70,11 @@ class CasConflict(Exception):
     """A compare-and-set on a KV key lost: somebody else wrote first."""
 
 
+class ReplayIncomplete(Exception):
+    """A replay could not read the whole state in time (the server is slow or away). Raised
+    rather than returning part of the state as if it were all of it."""
+
+
 class KeyExists(CasConflict):
     pass
 
@@ -439,11 +444,19 @@ class Bus:
         return self.subjects.for_key(family, key_prefix) + ".>"
 
     async def replay(
-        self, family: Family, key_prefix: tuple[str, ...] = (), *, batch: int = 1024
+        self,
+        family: Family,
+        key_prefix: tuple[str, ...] = (),
+        *,
+        batch: int = 1024,
+        timeout: float = 60.0,
     ) -> dict[str, Envelope[Event]]:
         """The current state of a family: the last valid event of every subject, by NATS subject.
         Messages that are not valid events are logged and skipped here (consumers dead-letter them).
+        A fetch that times out while messages are pending is retried until ``timeout``; then
+        :class:`ReplayIncomplete` is raised: a slow server never yields a partial state.
         """
+        deadline = time.monotonic() + timeout
         stream = self.subjects.stream(family)
         config = api.ConsumerConfig(
             deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
@@ -463,7 +476,15 @@ class Bus:
                 try:
                     msgs = await psub.fetch(min(batch, pending), timeout=2.0)
                 except nats.errors.TimeoutError:
-                    break
+                    # The count from the last message may be stale (a subject's message
+                    # superseded since): ask the server what is really left.
+                    pending = (await psub.consumer_info()).num_pending or 0
+                    if pending and time.monotonic() >= deadline:
+                        raise ReplayIncomplete(
+                            f"{family.value}: {pending} message(s) still pending after "
+                            f"{timeout:.0f} s"
+                        ) from None
+                    continue
                 for msg in msgs:
                     pending = msg.metadata.num_pending
                     metrics.REPLAYED.labels(family.value).inc()
