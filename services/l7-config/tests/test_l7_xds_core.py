@@ -4,11 +4,22 @@ from the newest snapshot without waiting behind a route table."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ingress_l7_config.adapters.xds import EnvoyStream, _Core
-from ingress_l7_config.domain.push import Push
+from ingress_l7_config.domain.push import (
+    Push,
+    TypeState,
+    after_ack,
+    after_nack,
+    next_push,
+    resubscribe,
+)
 from ingress_l7_config.domain.resources import (
     CLUSTER,
     ENDPOINT,
@@ -199,3 +210,66 @@ def test_an_endpoint_change_does_not_wait_for_a_route_table_in_flight() -> None:
     ack(core, stream, eds)
     ack(core, stream, response)
     converge(core, stream)
+
+
+# ------------------------------------------------------------------ settled is only a shortcut
+
+
+@st.composite
+def _script(draw: st.DrawFn) -> list[tuple[str, int]]:
+    return draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["add", "remove", "move", "ack", "nack", "narrow", "widen"]),
+                st.integers(0, 5),
+            ),
+            max_size=40,
+        )
+    )
+
+
+def _reference(states: dict[str, TypeState], snap: Snapshot) -> Push | None:
+    """What next_push chooses with no memory of settled snapshots."""
+    fresh = {t: dataclasses.replace(s, settled=None) for t, s in states.items()}
+    return next_push(snap, fresh, ())
+
+
+@settings(max_examples=200, deadline=None)
+@given(_script())
+def test_settled_never_changes_what_is_sent(script: list[tuple[str, int]]) -> None:
+    fleet = Fleet()
+    for i in range(3):
+        fleet.add(i)
+    core = _Core(Quiet())
+    snap = fleet.publish(core)
+    states = {t: TypeState(requested=True) for t in TYPES}
+    for type_url in (ENDPOINT, ROUTE):
+        resubscribe(states[type_url], set(snap.resources.get(type_url, {})))
+    for op, i in script:
+        if op == "add":
+            fleet.add(i)
+        elif op == "remove":
+            fleet.domains.pop(f"d{i}.example.com", None)
+        elif op == "move":
+            if (NS, f"s{i}", 80) in fleet.backends:
+                fleet.move(i, 5000 + len(fleet.domains) + i)
+        elif op in ("ack", "nack"):
+            push = next_push(snap, states, ())
+            if push is not None:
+                if op == "ack":
+                    after_ack(states, push, fleet.sequence, str(fleet.sequence))
+                else:
+                    after_nack(states, push)
+        elif op == "narrow":
+            names = sorted(states[ENDPOINT].subscribed)
+            resubscribe(states[ENDPOINT], set(names[: len(names) // 2]))
+        elif op == "widen":
+            for type_url in (ENDPOINT, ROUTE):
+                resubscribe(states[type_url], set(snap.resources.get(type_url, {})))
+        if op in ("add", "remove", "move"):
+            snap = fleet.publish(core)
+        expected = _reference(states, snap)
+        got = next_push(snap, states, ())
+        assert (got and (got.type_url, [r.digest for r in got.resources])) == (
+            expected and (expected.type_url, [r.digest for r in expected.resources])
+        )

@@ -46,6 +46,9 @@ from .settings import L7ConfigSettings
 
 Clock = Callable[[], dt.datetime]
 
+GATHER_SECONDS = 0.002
+"""How long an isolated change waits for the events that travel with it before a build."""
+
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
@@ -194,15 +197,21 @@ class L7ConfigApp(XdsObserver):
         self._offer(envelope)
 
     async def _reconcile_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        window = self._ctx.settings.debounce_seconds
+        last_build = -window
         while True:
             await self._wake.wait()
-            # Coalesce a burst (a relist, a rollout's endpoint churn) into one build.
-            await asyncio.sleep(self._ctx.settings.debounce_seconds)
+            # Leading edge: an isolated change builds after a short gather (events published
+            # together arrive together); a burst (a relist, a rollout's endpoint churn) builds
+            # at most once per window.
+            await asyncio.sleep(max(min(GATHER_SECONDS, window), last_build + window - loop.time()))
             self._wake.clear()
             try:
                 self._rebuild()
             except Exception:
                 self._log.exception("rebuild failed")
+            last_build = loop.time()
 
     async def _publish_loop(self) -> None:
         while True:
@@ -421,10 +430,18 @@ class L7ConfigApp(XdsObserver):
 
 
 def _same(a: Snapshot, b: Snapshot) -> bool:
-    if a.generations != b.generations:
+    # Identity first: the incremental build returns unchanged resources, and the snapshot itself
+    # when nothing changed, as the same objects.
+    if a is b:
+        return True
+    if a.generations is not b.generations and a.generations != b.generations:
         return False
     for type_url in set(a.resources) | set(b.resources):
         ra, rb = a.resources.get(type_url, {}), b.resources.get(type_url, {})
-        if ra.keys() != rb.keys() or any(ra[n].digest != rb[n].digest for n in ra):
+        if ra is rb:
+            continue
+        if ra.keys() != rb.keys() or any(
+            ra[n] is not rb[n] and ra[n].digest != rb[n].digest for n in ra
+        ):
             return False
     return True

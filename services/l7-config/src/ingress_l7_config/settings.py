@@ -61,7 +61,11 @@ class L7ConfigSettings(ServiceSettings):
         description="l7.applied needs at least this many connected Envoys to have ACKed",
     )
     debounce_seconds: float = Field(
-        default=0.02, ge=0, le=5, description="Changes arriving within this window build once"
+        default=0.02,
+        ge=0,
+        le=5,
+        description="At most one build per this window while changes keep coming; an isolated "
+        "change builds at once (after a 2 ms gather)",
     )
     access_log: bool = True
     local_locality_weight: int = Field(

@@ -42,6 +42,11 @@ class TypeState:
     """name -> digest the Envoy NACKed (not sent again)."""
     acked_sequence: int = 0
     acked_version: str = ""
+    settled: Mapping[str, Resource] | None = None
+    """A snapshot's resources of this type of which the Envoy holds everything it wants: asking
+    again for the same mapping costs nothing, and for a newer one only the resources that are
+    not the same objects are examined (the incremental build keeps unchanged resources as the
+    same objects). Forgotten whenever what the Envoy holds or wants shrinks."""
 
     def holds(self, name: str, digest: str) -> bool:
         held = self.acked.get(name)
@@ -56,22 +61,50 @@ class Push:
 
 def _wanted(type_url: str, snapshot: Snapshot, state: TypeState) -> Push | None:
     current: Mapping[str, Resource] = snapshot.resources.get(type_url, {})
+    base = state.settled
+    if base is current:
+        return None
+    changed: list[str] | None = None
+    if base is not None:
+        changed = [n for n, r in current.items() if base.get(n) is not r]
+        if type_url in WILDCARD_TYPES and not changed and not base.keys() - current.keys():
+            state.settled = current
+            return None
     if type_url in WILDCARD_TYPES:
-        same = set(current) == set(state.acked) and all(
-            state.holds(n, r.digest) for n, r in current.items()
-        )
-        if same:
-            return None
-        if current and all(
-            state.rejected.get(n) == r.digest
-            for n, r in current.items()
-            if not state.holds(n, r.digest)
-        ):
-            return None
-        return Push(type_url, tuple(current[n] for n in sorted(current)))
+        push = _wanted_set(type_url, current, state)
+    else:
+        push = _wanted_names(type_url, current, state, changed)
+    if push is None:
+        state.settled = current
+    return push
+
+
+def _wanted_set(type_url: str, current: Mapping[str, Resource], state: TypeState) -> Push | None:
+    same = set(current) == set(state.acked) and all(
+        state.holds(n, r.digest) for n, r in current.items()
+    )
+    if same:
+        return None
+    if current and all(
+        state.rejected.get(n) == r.digest
+        for n, r in current.items()
+        if not state.holds(n, r.digest)
+    ):
+        return None
+    return Push(type_url, tuple(current[n] for n in sorted(current)))
+
+
+def _wanted_names(
+    type_url: str,
+    current: Mapping[str, Resource],
+    state: TypeState,
+    examine: list[str] | None,
+) -> Push | None:
+    """Subscribed names whose content the Envoy lacks, among ``examine`` (None: all)."""
+    candidates = state.subscribed if examine is None else state.subscribed.intersection(examine)
     names = sorted(
         n
-        for n in state.subscribed
+        for n in candidates
         if n in current
         and not state.holds(n, current[n].digest)
         and state.rejected.get(n) != current[n].digest
@@ -122,6 +155,7 @@ def after_ack(states: Mapping[str, TypeState], push: Push, sequence: int, versio
         if push.type_url == CLUSTER and previous is not None and previous[0] != r.digest:
             # A changed cluster is rebuilt by the Envoy and waits for its endpoints again.
             states[ENDPOINT].acked.pop(r.name, None)
+            states[ENDPOINT].settled = None
     state.acked_sequence = sequence
     state.acked_version = version
 
@@ -140,6 +174,9 @@ def after_nack(states: Mapping[str, TypeState], push: Push) -> list[str]:
 def resubscribe(state: TypeState, names: set[str]) -> None:
     """A named type's subscription changed: a dropped name is forgotten by the Envoy, so it is
     sent again if it comes back."""
+    if names == state.subscribed:
+        return  # Envoy repeats its whole subscription with every request
     for gone in state.subscribed - names:
         state.acked.pop(gone, None)
     state.subscribed = names
+    state.settled = None
