@@ -208,10 +208,12 @@ class L7ConfigApp(XdsObserver):
             await asyncio.sleep(max(min(GATHER_SECONDS, window), last_build + window - loop.time()))
             self._wake.clear()
             try:
-                self._rebuild()
+                # Only a build that gave the Envoys work opens a window: an event that changed
+                # nothing (endpoints no domain uses yet) must not delay the one that follows.
+                if self._rebuild():
+                    last_build = loop.time()
             except Exception:
                 self._log.exception("rebuild failed")
-            last_build = loop.time()
 
     async def _publish_loop(self) -> None:
         while True:
@@ -299,7 +301,8 @@ class L7ConfigApp(XdsObserver):
                 effective.pop(host, None)
         return effective
 
-    def _rebuild(self) -> None:
+    def _rebuild(self) -> bool:
+        """Build and publish; True when the Envoys have something new to take."""
         self._take_changes()
         effective = self._effective()
         secrets: dict[str, SecretMaterial] = {}
@@ -315,12 +318,13 @@ class L7ConfigApp(XdsObserver):
         if self._snapshot is not None and _same(self._snapshot, snapshot):
             self._check_progress()
             self.built.set()
-            return
+            return False
         self._sequence += 1
         self._snapshot = snapshot
         self._xds.publish(snapshot, self._sequence)
         self._check_progress()
         self.built.set()
+        return True
 
     # ------------------------------------------------------------------ ADS feedback
 
