@@ -197,6 +197,8 @@ class TraceCauses:
 
     def context_for(self, event: Event) -> otel_context.Context | None:
         stage = _STAGE.get(event.family, 0)
+        if stage == 0:
+            return None  # nothing stands before the first stage: a new trace
         oldest = time.monotonic() - self.ttl
         best: tuple[float, int, otel_context.Context] | None = None
         for token in _about(event):

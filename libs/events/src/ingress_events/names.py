@@ -7,6 +7,7 @@ left-most label and covers exactly one label (Kubernetes Ingress semantics).
 
 from __future__ import annotations
 
+import functools
 import re
 
 MAX_NAME_LENGTH = 253
@@ -35,6 +36,13 @@ def _to_ascii_label(label: str, host: str) -> str:
 
 def normalize_hostname(host: str, *, allow_wildcard: bool = True) -> str:
     """Return the canonical form of ``host`` or raise :class:`InvalidHostname` with the reason."""
+    return _normalize(host, allow_wildcard)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _normalize(host: str, allow_wildcard: bool) -> str:
+    # Cached (a failure is not): every host is normalized several times per reconcile, and
+    # 20,000 of them at a watcher's start.
     original = host
     if not host or not host.strip():
         raise InvalidHostname(original, "empty")
