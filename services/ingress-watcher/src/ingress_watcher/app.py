@@ -9,7 +9,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,12 +24,14 @@ from .adapters.publisher import BusPublisher, EventPublisher
 from .adapters.source import ObjectSource
 from .adapters.status import FileStatusWriter, KubeStatusWriter, StatusWriter
 from .domain.normalize import (
+    IngressIndex,
     ServiceKey,
     StateKey,
     backend_index,
     key_of_event,
-    normalize,
     normalize_backends,
+    normalize_ingresses,
+    normalize_with_index,
 )
 from .domain.plan import plan, suspicious_emptiness
 from .domain.status import Target, compute, status_patch
@@ -149,7 +151,9 @@ class WatcherApp:
         self._consumers: list[Consumer] = []
         self._api: Any = None
         self._backend_keys: dict[ServiceKey, tuple[StateKey, ...]] | None = None
-        """The backends of the last full normalize (what endpoint-only changes may touch)."""
+        """The backends that exist (what endpoint-only changes may touch)."""
+        self._ingress_index: IngressIndex | None = None
+        """Who names which host (what an Ingress-only change may touch)."""
 
     async def _default_status(self) -> None:
         settings = self._settings
@@ -335,6 +339,27 @@ class WatcherApp:
             self.published = await self._publisher.current()
             self._dirty.set()
 
+    def _update_backend_keys(
+        self, scope: set[StateKey], desired: Mapping[StateKey, c.Event]
+    ) -> None:
+        """Keep the slice fast path's view of which backends exist in step with an Ingress
+        change that added or removed some."""
+        assert self._backend_keys is not None
+        touched: dict[ServiceKey, set[StateKey]] = {}
+        for key in scope:
+            if key[0] is c.Family.BACKEND:
+                service = (key[1][0], key[1][1])
+                keys = touched.setdefault(service, set(self._backend_keys.get(service, ())))
+                if key in desired:
+                    keys.add(key)
+                else:
+                    keys.discard(key)
+        for service, keys in touched.items():
+            if keys:
+                self._backend_keys[service] = tuple(sorted(keys))
+            else:
+                self._backend_keys.pop(service, None)
+
     async def reconcile(self, full: bool) -> int:
         changes = self.store.take_changes()
         if not full and changes.endpoint_slices_only and self._backend_keys is not None:
@@ -349,8 +374,21 @@ class WatcherApp:
             )
             current = {k: self.published[k] for k in desired if k in self.published}
             result = plan(desired, current, self._now_us())
+        elif not full and changes.ingresses_only and self._ingress_index is not None:
+            # Ingresses created, edited or deleted: only the hosts they name (and every
+            # Ingress sharing those hosts) can differ, and their backends.
+            desired, scope = normalize_ingresses(
+                self.store.objects,
+                self._policy,
+                changes.ingresses,
+                self._ingress_index,
+                self.store.slices,
+            )
+            current = {k: self.published[k] for k in scope if k in self.published}
+            result = plan(desired, current, self._now_us())
+            self._update_backend_keys(scope, desired)
         else:
-            desired = normalize(self.store.objects, self._policy)
+            desired, self._ingress_index = normalize_with_index(self.store.objects, self._policy)
             self._backend_keys = backend_index(desired)
             protect = suspicious_emptiness(desired, self.published) if full else frozenset()
             result = plan(desired, self.published, self._now_us(), protect)

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from ..domain.objects import CLUSTER_SCOPED, KINDS, Obj, name_of, summarize_secret
+from ..domain.objects import CLUSTER_SCOPED, KINDS, Obj, key_of, name_of, summarize_secret
 from ..domain.store import ObjectStore
 from .source import Notify
 
@@ -140,8 +140,27 @@ class ManifestDirectory:
         return by_kind
 
 
+def apply_difference(store: ObjectStore, kind: str, items: list[Obj]) -> bool:
+    """Bring ``kind`` in ``store`` to ``items`` object by object (an edit of one file is then a
+    change of the objects in it, which the watcher normalizes alone). False, after installing
+    the whole list instead, when the kind would go from several objects to none at once: that
+    looks like a broken directory rather than intent, and the full path holds such deletes."""
+    held = store.objects.get(kind, {})
+    if not items and len(held) > 1:
+        store.replace(kind, items)
+        return False
+    fresh = {key_of(obj, kind): obj for obj in items}
+    for key in [k for k in held if k not in fresh]:
+        store.delete(kind, key)
+    for key, obj in fresh.items():
+        if held.get(key) != obj:
+            store.upsert(kind, obj)
+    return True
+
+
 class ManifestSource:
-    """Polls the directory; every change installs complete lists of every kind."""
+    """Polls the directory; the first load installs complete lists of every kind, every later
+    change only the objects that differ."""
 
     def __init__(self, root: Path, poll_interval: float) -> None:
         self.directory = ManifestDirectory(root)
@@ -163,8 +182,14 @@ class ManifestSource:
                 current = await asyncio.to_thread(self.directory.fingerprint)
                 if current != seen:
                     loaded = await asyncio.to_thread(self.directory.load)
-                    for kind, items in loaded.items():
-                        store.replace(kind, items)
+                    if seen is None:
+                        for kind, items in loaded.items():
+                            store.replace(kind, items)
+                        full = True
+                    else:
+                        # Every kind is brought up to date, whatever the others do.
+                        applied = [apply_difference(store, k, items) for k, items in loaded.items()]
+                        full = not all(applied)
                     seen = current
-                    await notify(True)
+                    await notify(full)
             await asyncio.sleep(self._interval)

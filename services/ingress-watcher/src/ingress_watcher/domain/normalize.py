@@ -990,6 +990,14 @@ def normalize_backends(
 
 
 def normalize(objects: Objects, policy: Policy) -> dict[StateKey, c.Event]:
+    return normalize_with_index(objects, policy)[0]
+
+
+def normalize_with_index(
+    objects: Objects, policy: Policy
+) -> tuple[dict[StateKey, c.Event], IngressIndex]:
+    """:func:`normalize`, and the index that lets later Ingress changes be normalized alone
+    (:func:`normalize_ingresses`)."""
     out = _Out(policy)
     own = resolve(
         objects.get("Zone", {}).values(),
@@ -1014,13 +1022,7 @@ def normalize(objects: Objects, policy: Policy) -> dict[StateKey, c.Event]:
     refs: list[tuple[str, str, int]] = []
     for event in list(out.events.values()):
         if isinstance(event, c.DomainDesired):
-            for route in event.routes:
-                refs.extend(
-                    (b.backend.namespace, b.backend.service, b.backend.port) for b in route.backends
-                )
-            if event.default_backend is not None:
-                b = event.default_backend.backend
-                refs.append((b.namespace, b.service, b.port))
+            refs.extend(_refs_of(event))
     for obj in objects.get("Service", {}).values():
         refs.extend(_lb_service(obj, policy, out))
     _backends(refs, objects, out)
@@ -1030,4 +1032,168 @@ def normalize(objects: Objects, policy: Policy) -> dict[StateKey, c.Event]:
     for obj in objects.get("BgpPeer", {}).values():
         _peer(obj, objects, policy, out)
     out.admissions()
-    return out.events
+    return out.events, IngressIndex.build(ingresses, out.events, own, (ours, default))
+
+
+# --------------------------------------------------------------------------- Ingress changes
+
+BackendKey = tuple[str, str, int]
+
+
+def _refs_of(event: c.DomainDesired) -> frozenset[BackendKey]:
+    refs = {
+        (b.backend.namespace, b.backend.service, b.backend.port)
+        for route in event.routes
+        for b in route.backends
+    }
+    if event.default_backend is not None:
+        b = event.default_backend.backend
+        refs.add((b.namespace, b.service, b.port))
+    return frozenset(refs)
+
+
+def mentioned_hosts(obj: Obj) -> frozenset[str]:
+    """Every valid host an Ingress names (rules and TLS): whatever it can contribute to."""
+    body = spec(obj)
+    raw: list[object] = [r.get("host") for r in body.get("rules") or [] if isinstance(r, Mapping)]
+    for entry in body.get("tls") or []:
+        if isinstance(entry, Mapping):
+            raw.extend(entry.get("hosts") or [])
+    found = set()
+    for value in raw:
+        if isinstance(value, str) and value:
+            with contextlib.suppress(Invalid):
+                found.add(ingress_host(value))
+    return frozenset(found)
+
+
+@dataclass
+class IngressIndex:
+    """Who touches which host, as of the last normalize, so that a change of a few Ingresses can
+    be normalized alone. Valid while ownership objects, IngressClasses, Services and Secrets
+    stay as they were (their changes take the full path, which rebuilds it)."""
+
+    own: Ownership
+    classes: tuple[frozenset[str], str | None]
+    hosts_of: dict[ObjKey, frozenset[str]]
+    """Ingress -> the hosts it names."""
+    ingresses_of: dict[str, set[ObjKey]]
+    """host -> the Ingresses that name it."""
+    refs_of: dict[str, frozenset[BackendKey]]
+    """host -> the backends its domain.desired routes to."""
+    hosts_using: dict[BackendKey, set[str]]
+    lb_refs: frozenset[BackendKey]
+    """Backends that LoadBalancer Services serve (they keep a backend alive too)."""
+
+    @classmethod
+    def build(
+        cls,
+        ingresses: Mapping[ObjKey, Obj],
+        events: Mapping[StateKey, c.Event],
+        own: Ownership,
+        classes: tuple[frozenset[str], str | None],
+    ) -> IngressIndex:
+        index = cls(own, classes, {}, defaultdict(set), {}, defaultdict(set), frozenset())
+        for key, obj in ingresses.items():
+            index._set_hosts(key, mentioned_hosts(obj))
+        lb: set[BackendKey] = set()
+        for event in events.values():
+            if isinstance(event, c.DomainDesired):
+                index._set_refs(event.host, _refs_of(event))
+            elif isinstance(event, c.LoadBalancerServiceDesired):
+                lb.update((event.namespace, event.service, p.port) for p in event.ports)
+        index.lb_refs = frozenset(lb)
+        return index
+
+    def _set_hosts(self, key: ObjKey, hosts: frozenset[str] | None) -> None:
+        for host in self.hosts_of.pop(key, frozenset()):
+            self.ingresses_of[host].discard(key)
+            if not self.ingresses_of[host]:
+                del self.ingresses_of[host]
+        if hosts:
+            self.hosts_of[key] = hosts
+            for host in hosts:
+                self.ingresses_of[host].add(key)
+
+    def _set_refs(self, host: str, refs: frozenset[BackendKey]) -> None:
+        for ref in self.refs_of.pop(host, frozenset()):
+            self.hosts_using[ref].discard(host)
+            if not self.hosts_using[ref]:
+                del self.hosts_using[ref]
+        if refs:
+            self.refs_of[host] = refs
+            for ref in refs:
+                self.hosts_using[ref].add(host)
+
+    def scope(
+        self, changed: Iterable[ObjKey], ingresses: Mapping[ObjKey, Obj]
+    ) -> tuple[set[ObjKey], set[str]]:
+        """The Ingresses and hosts a change reaches: every host the changed Ingresses name (now
+        or before), every Ingress that names one of those hosts, and so on. Conflicts, canary
+        weights and admission verdicts depend on every contributor of a host, so all of them
+        are normalized together."""
+        found: set[ObjKey] = set()
+        hosts: set[str] = set()
+        todo = list(changed)
+        while todo:
+            key = todo.pop()
+            if key in found:
+                continue
+            found.add(key)
+            named = set(self.hosts_of.get(key, frozenset()))
+            obj = ingresses.get(key)
+            if obj is not None:
+                named |= mentioned_hosts(obj)
+            for host in named - hosts:
+                hosts.add(host)
+                todo.extend(self.ingresses_of.get(host, ()))
+        return found, hosts
+
+
+def normalize_ingresses(
+    objects: Objects,
+    policy: Policy,
+    changed: Iterable[ObjKey],
+    index: IngressIndex,
+    slices: Mapping[ServiceKey, Mapping[ObjKey, Obj]],
+) -> tuple[dict[StateKey, c.Event], set[StateKey]]:
+    """What :func:`normalize` gives after changes to Ingresses ``changed`` (created, edited or
+    deleted), for the keys those changes can reach (returned as the scope; a key of the scope
+    missing from the events is no longer desired). Updates ``index``. ``slices``: the
+    EndpointSlices of each Service (by their service-name label)."""
+    ingresses = objects.get("Ingress", {})
+    keys, scope_hosts = index.scope(changed, ingresses)
+    present = {k: ingresses[k] for k in keys if k in ingresses}
+    out = _Out(policy)
+    ours, default = index.classes
+    hosts: dict[str, _Host] = {}
+    for obj in sorted(present.values(), key=Age.of):
+        class_name = ingress_class_of(obj, ours, default)
+        if class_name is not None:
+            _ingress(obj, class_name, objects, index.own, hosts, out)
+    _domains(hosts, index.own, out, present)
+
+    new_refs = {e.host: _refs_of(e) for e in out.events.values() if isinstance(e, c.DomainDesired)}
+    wanted: set[BackendKey] = set().union(*new_refs.values()) if new_refs else set()
+    dropped = {r for h in scope_hosts for r in index.refs_of.get(h, frozenset())} - wanted
+    kept_elsewhere = {
+        r for r in dropped if r in index.lb_refs or index.hosts_using.get(r, set()) - scope_hosts
+    }
+    services = {(ns, svc) for ns, svc, _ in wanted | kept_elsewhere}
+    view = {
+        "Service": objects.get("Service", {}),
+        "EndpointSlice": {
+            key: obj for service in services for key, obj in slices.get(service, {}).items()
+        },
+    }
+    _backends(wanted | kept_elsewhere, view, out)
+    out.admissions()
+
+    scope: set[StateKey] = {(Family.DOMAIN, (host,)) for host in scope_hosts}
+    scope |= {(Family.ADMISSION, (policy.component, "Ingress", ns, name)) for ns, name in keys}
+    scope |= {(Family.BACKEND, (ns, svc, str(port))) for ns, svc, port in wanted | dropped}
+    for key in keys:
+        index._set_hosts(key, mentioned_hosts(present[key]) if key in present else None)
+    for host in scope_hosts:
+        index._set_refs(host, new_refs.get(host, frozenset()))
+    return out.events, scope

@@ -22,10 +22,16 @@ class Changes:
     """A complete list replaced a kind (a sync or relist): anything may have changed."""
     slice_services: set[tuple[str, str]] = field(default_factory=set)
     """(namespace, Service name) of every changed EndpointSlice, before and after the change."""
+    ingresses: set[ObjKey] = field(default_factory=set)
+    """Every Ingress created, changed or deleted."""
 
     @property
     def endpoint_slices_only(self) -> bool:
         return not self.wholesale and self.kinds == {"EndpointSlice"}
+
+    @property
+    def ingresses_only(self) -> bool:
+        return not self.wholesale and self.kinds == {"Ingress"}
 
 
 def _slice_service(kind: str, obj: Obj | None) -> tuple[str, str] | None:
@@ -56,6 +62,8 @@ class ObjectStore:
 
     def _changed(self, kind: str, *objs: Obj | None) -> None:
         self._changes.kinds.add(kind)
+        if kind == "Ingress":
+            self._changes.ingresses.update(key_of(o, kind) for o in objs if o is not None)
         for obj in objs:
             service = _slice_service(kind, obj)
             if service is not None:
