@@ -90,36 +90,40 @@ def objects(ingresses: int, endpoints: int) -> list[dict[str, Any]]:
             }
         )
         out.append(endpoint_slice(i, per_slice, ready_first=True))
-        out.append(
-            {
-                "kind": "Ingress",
-                "metadata": {
-                    "name": name,
-                    "namespace": ns,
-                    "creationTimestamp": "2026-01-03T00:00:00Z",
-                    "generation": 1,
-                },
-                "spec": {
-                    "rules": [
-                        {
-                            "host": f"{name}.{ns}.bench.example.com",
-                            "http": {
-                                "paths": [
-                                    {
-                                        "path": "/",
-                                        "pathType": "Prefix",
-                                        "backend": {
-                                            "service": {"name": name, "port": {"number": 80}}
-                                        },
-                                    }
-                                ]
-                            },
-                        }
-                    ]
-                },
-            }
-        )
+        out.append(ingress(i))
     return out
+
+
+def ingress(i: int, extra_path: bool = False) -> dict[str, Any]:
+    """Ingress ``i``; ``extra_path`` adds /v2 (a change of its domain.desired)."""
+    ns, name = f"team-{i // PER_NAMESPACE}", f"app-{i % PER_NAMESPACE}"
+    paths = ["/", "/v2"] if extra_path else ["/"]
+    return {
+        "kind": "Ingress",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "creationTimestamp": "2026-01-03T00:00:00Z",
+            "generation": 2 if extra_path else 1,
+        },
+        "spec": {
+            "rules": [
+                {
+                    "host": f"{name}.{ns}.bench.example.com",
+                    "http": {
+                        "paths": [
+                            {
+                                "path": path,
+                                "pathType": "Prefix",
+                                "backend": {"service": {"name": name, "port": {"number": 80}}},
+                            }
+                            for path in paths
+                        ]
+                    },
+                }
+            ]
+        },
+    }
 
 
 def endpoint_slice(i: int, per_slice: int, *, ready_first: bool) -> dict[str, Any]:
@@ -160,15 +164,21 @@ async def serve_apiserver(ingresses: int, endpoints: int) -> None:
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     ready: dict[int, bool] = {}
+    extra: dict[int, bool] = {}
     while line := await reader.readline():
         command = line.split()
+        i = int(command[1])
         if command[0] == b"change":
-            i = int(command[1])
             ready[i] = not ready.get(i, True)
             obj = endpoint_slice(i, per_slice, ready_first=ready[i])
-            started = time.monotonic()
-            await server.put(obj)
-            print(json.dumps({"changed": i, "at": started}), flush=True)
+        elif command[0] == b"change-ingress":
+            extra[i] = not extra.get(i, False)
+            obj = ingress(i, extra_path=extra[i])
+        else:
+            continue
+        started = time.monotonic()
+        await server.put(obj)
+        print(json.dumps({"changed": i, "at": started}), flush=True)
     await server.stop()
 
 
@@ -331,21 +341,36 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
             arrived.put_nowait((msg.subject, time.monotonic()))
 
         await nc.subscribe(subjects.family_wildcard(Family.BACKEND), cb=on_message)
+        await nc.subscribe(subjects.family_wildcard(Family.DOMAIN), cb=on_message)
         await nc.flush()
-        latencies: list[float] = []
-        for n in range(args.changes):
-            i = (n * 7919) % args.ingresses
-            subject = subjects.for_key(
+
+        async def measure(command: str, subject_of: Any) -> list[float]:
+            out: list[float] = []
+            for n in range(args.changes):
+                i = (n * 7919) % args.ingresses
+                apiserver.send(f"{command} {i}")
+                changed = await apiserver.receive(30)
+                while True:
+                    got, at = await asyncio.wait_for(arrived.get(), args.change_timeout)
+                    if got == subject_of(i):
+                        break
+                out.append((at - changed["at"]) * 1000)
+                await asyncio.sleep(0.02)
+            return out
+
+        latencies = await measure(
+            "change",
+            lambda i: subjects.for_key(
                 Family.BACKEND, (f"team-{i // PER_NAMESPACE}", f"app-{i % PER_NAMESPACE}", "80")
-            )
-            apiserver.send(f"change {i}")
-            changed = await apiserver.receive(30)
-            while True:
-                got, at = await asyncio.wait_for(arrived.get(), args.change_timeout)
-                if got == subject:
-                    break
-            latencies.append((at - changed["at"]) * 1000)
-            await asyncio.sleep(0.02)
+            ),
+        )
+        ingress_latencies = await measure(
+            "change-ingress",
+            lambda i: subjects.for_key(
+                Family.DOMAIN,
+                (f"app-{i % PER_NAMESPACE}.team-{i // PER_NAMESPACE}.bench.example.com",),
+            ),
+        )
         await nc.close()
         watcher.send("done")
         final = await watcher.receive(60)
@@ -372,6 +397,10 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
         "p99_ms": percentile(latencies, 0.99),
         "max_ms": max(latencies),
         "mean_ms": statistics.fmean(latencies),
+        "ingress_p50_ms": percentile(ingress_latencies, 0.50),
+        "ingress_p90_ms": percentile(ingress_latencies, 0.90),
+        "ingress_p99_ms": percentile(ingress_latencies, 0.99),
+        "ingress_max_ms": max(ingress_latencies),
     }
 
 
@@ -406,9 +435,15 @@ def figures(args: argparse.Namespace, r: dict[str, Any], load: str) -> str:
             f"| watcher peak resident memory (VmHWM, own process) | <= 300 MB | "
             f"{r['hwm_mb']:.0f} MB (after sync: {r['hwm_after_sync_mb']:.0f} MB peak, "
             f"{r['rss_after_sync_mb']:.0f} MB resident) | {met(r['hwm_mb'] <= 300)} |",
-            f"| one change -> its event on the bus, p99 over {r['changes']} changes | <= 10 ms | "
+            f"| one EndpointSlice change -> its backend.endpoints on the bus, p99 over "
+            f"{r['changes']} changes | <= 10 ms | "
             f"{r['p99_ms']:.1f} ms (p50 {r['p50_ms']:.1f}, p90 {r['p90_ms']:.1f}, max "
             f"{r['max_ms']:.1f}) | {met(r['p99_ms'] <= 10)} |",
+            f"| one Ingress change (a path added or removed) -> its domain.desired on the bus, "
+            f"p99 over {r['changes']} changes | <= 10 ms | "
+            f"{r['ingress_p99_ms']:.1f} ms (p50 {r['ingress_p50_ms']:.1f}, p90 "
+            f"{r['ingress_p90_ms']:.1f}, max {r['ingress_max_ms']:.1f}) | "
+            f"{met(r['ingress_p99_ms'] <= 10)} |",
             "",
             f"Messages in the streams after the sync: {r['stored']}.",
             FIGURES_END,
