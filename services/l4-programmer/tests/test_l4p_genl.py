@@ -40,7 +40,7 @@ def test_a_new_service_has_every_field_the_kernel_requires() -> None:
     assert svc[gi.SVC_SCHED_NAME] == b"mh\0"
     # ip_vs_genl_parse_service: sched_name, flags, timeout and netmask must all be present.
     assert {gi.SVC_FLAGS, gi.SVC_TIMEOUT, gi.SVC_NETMASK} <= svc.keys()
-    assert gi.del_service(key)[1] == gi.nla(gi.ATTR_SERVICE, key.encode())
+    assert gi.del_service(key)[1] == gi.nla(gi.ATTR_SERVICE, key.encoded)
 
 
 PROC = """IP Virtual Server version 1.2.1 (size=4096)

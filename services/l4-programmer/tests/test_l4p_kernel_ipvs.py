@@ -239,3 +239,46 @@ async def test_drain_timeout_and_restart_mid_drain(
     finally:
         sh("ipvsadm", "-D", "-t", f"{VIP}:80", check=False)
         sh("ip", "link", "del", vips.ifname, check=False)
+
+
+def test_refused_writes_are_named_and_the_others_applied() -> None:
+    """Writes go in batches with only the last one acknowledged: a refused write anywhere (mid
+    batch, the acknowledged last one, the final batch) is reported by name, and every other
+    write of every batch is in the kernel."""
+    from ingress_l4_programmer.adapters import genl_ipvs
+    from ingress_l4_programmer.adapters.ipvs import ApplyError
+    from ingress_l4_programmer.domain.model import AddDest, AddService, DelService, Op, describe
+
+    keys = [
+        VsKey(f"198.18.{200 + i // 500}.{i // 2 % 250 + 1}", "TCP", 80 + i % 2) for i in range(600)
+    ]
+    ops: list[Op] = []
+    for key in keys:
+        ops += [AddService(key, "rr"), AddDest(key, Real("172.16.0.1", key.port), 1, "tunnel")]
+    missing = VsKey("198.18.210.1", "TCP", 80)
+    bad = [
+        AddDest(missing, Real("172.16.0.1", 80), 1, "tunnel"),  # no such service
+        AddService(keys[0], "rr"),  # exists already
+        AddDest(missing, Real("172.16.0.2", 80), 1, "tunnel"),
+    ]
+    ops.insert(100, bad[0])
+    ops.insert(genl_ipvs.BATCH - 1, bad[1])  # the last request of the first batch
+    ops.append(bad[2])
+    assert len(ops) > 2 * genl_ipvs.BATCH
+    dp = IpvsDataplane(DummyVips(f"l4pe{suffix()}"))
+    try:
+        with pytest.raises(ApplyError) as refused:
+            dp.apply(dp.read(), ops)
+        message = str(refused.value)
+        assert message.count(";") == len(bad) - 1, message
+        for op in bad:
+            assert describe(op) in message
+        services = dp.read().services
+        assert missing not in services
+        ours = {k: v for k, v in services.items() if k in set(keys)}
+        assert set(ours) == set(keys)
+        assert all(set(v.dests) == {Real("172.16.0.1", k.port)} for k, v in ours.items())
+    finally:
+        left = [k for k in keys if k in dp.read().services]
+        dp.apply(dp.read(), [DelService(k) for k in left])  # one batch, not 600 ipvsadm runs
+        sh("ip", "link", "del", dp.vips.ifname, check=False)
