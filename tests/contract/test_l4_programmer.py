@@ -200,3 +200,61 @@ async def test_an_event_reads_and_writes_only_its_vip(
         assert kernel.reads == full_reads  # no whole-table read after the start
     finally:
         await app.stop()
+
+
+async def test_the_l7_role_binds_domain_vips_and_unbinds_only_released_ones(bus: Bus) -> None:
+    import asyncio
+
+    from ingress_l4_programmer.adapters.l7 import FakeDecap
+    from ingress_l4_programmer.app import L7RoleApp, build_app
+
+    def role_app(decap: FakeDecap) -> L7RoleApp:
+        settings = L4ProgrammerSettings(node_name="envoy-0", role="l7", resync_seconds=0.2)
+        ctx = ServiceContext(
+            name="l4-programmer",
+            settings=settings,
+            bus=bus,
+            readiness=Readiness(),
+            log=structlog.get_logger("l4-programmer"),
+        )
+        assert isinstance(build_app(ctx), L7RoleApp)
+        return L7RoleApp(ctx, decap=decap)
+
+    async def until(check) -> None:  # type: ignore[no-untyped-def]
+        async with asyncio.timeout(10):
+            while not check():  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+
+    decap = FakeDecap(bound=["10.99.0.1"])  # an address nobody told us about
+    await bus.publish(domain_vip("a.example.com", "198.51.100.1"))
+    app = role_app(decap)
+    await app.start()
+    try:
+        assert decap.addresses == {"10.99.0.1", "198.51.100.1"}
+        await bus.publish(domain_vip("b.example.com", "198.51.100.2"))
+        await bus.publish(service_vip("shop", "db", "198.51.100.9", (5432,)))
+        await until(lambda: "198.51.100.2" in decap.addresses)
+        await bus.publish(
+            c.VipReleased(
+                generation=30,
+                owner=c.VipOwner(kind="domain", host="a.example.com"),
+                addresses=["198.51.100.1"],
+            )
+        )
+        await until(lambda: "198.51.100.1" not in decap.addresses)
+        assert decap.addresses == {"10.99.0.1", "198.51.100.2"}
+    finally:
+        await app.stop()
+    # A restart on a bus that knows nothing of a bound VIP leaves it bound.
+    decap.addresses.add("198.51.100.77")
+    app = role_app(decap)
+    await app.start()
+    await app.stop()
+    assert decap.addresses == {"10.99.0.1", "198.51.100.2", "198.51.100.77"}
+    # No device to decapsulate with: not ready, and said so, instead of crashing.
+    broken = role_app(FakeDecap(missing="no tunl0: the ipip kernel module is not loaded"))
+    await broken.start()
+    try:
+        assert not broken._ctx.readiness.ready
+    finally:
+        await broken.stop()

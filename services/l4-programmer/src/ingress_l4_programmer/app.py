@@ -29,8 +29,10 @@ from ingress_runtime import ServiceContext
 from .adapters.addresses import DummyVips
 from .adapters.base import Dataplane
 from .adapters.ipvs import IpvsDataplane
+from .adapters.l7 import Decap, L7Decap
 from .adapters.nftables import NftDataplane
 from .domain.desired import BackendKey, DeriveConfig, Derived, ObjectProblem, VipIntent, derive
+from .domain.l7 import L7Plan, plan_l7
 from .domain.model import (
     AddAddress,
     DelAddress,
@@ -459,3 +461,91 @@ class L4ProgrammerApp:
             return
         await self._ctx.bus.publish(event)
         self._published[slot] = event
+
+
+class L7RoleApp:
+    """``L4_PROGRAMMER_ROLE=l7``: the other end of the IP-in-IP tunnels, in each L7 pod.
+
+    Keeps the ingress-domain VIPs bound on the pod's decapsulating device: every assigned VIP
+    bound, a released one unbound, nothing unbound for lack of news (see ``domain/l7.py``).
+    Ready once the device is prepared and the VIPs replayed are bound."""
+
+    def __init__(self, ctx: ServiceContext[L4ProgrammerSettings], decap: Decap | None = None):
+        self._ctx = ctx
+        self._settings = ctx.settings
+        self._log = ctx.log.bind(node=ctx.settings.node_name, role="l7")
+        self._decap: Decap = decap or L7Decap(ctx.settings.netns)
+        self._vips: dict[tuple[str, ...], c.Event] = {}
+        """The newest vip.* event of each owner, released ones included."""
+        self._consumer: Consumer | None = None
+        self._dirty = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.reconciles = 0
+
+    async def start(self) -> None:
+        self._ctx.readiness.require("decap")
+        for envelope in (await self._ctx.bus.replay(c.Family.VIP)).values():
+            self._offer(envelope.event)
+        await self._reconcile_logged()
+        self._consumer = await self._ctx.bus.consume(
+            ConsumerSpec(
+                durable_name(f"l7-{self._settings.node_name}", c.Family.VIP), c.Family.VIP
+            ),
+            self._handle,
+        )
+        self._task = asyncio.create_task(self._loop(), name="l7-decap")
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def _offer(self, event: c.Event) -> bool:
+        known = self._vips.get(event.key())
+        if known is not None and known.generation >= event.generation:
+            return False
+        self._vips[event.key()] = event
+        return True
+
+    async def _handle(self, envelope: Envelope[c.Event]) -> None:
+        if self._offer(envelope.event):
+            self._dirty.set()
+
+    async def _loop(self) -> None:
+        while True:
+            # Also on a timer: a VIP unbound by hand comes back.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), self._settings.resync_seconds)
+            self._dirty.clear()
+            await self._reconcile_logged()
+
+    async def _reconcile_logged(self) -> None:
+        try:
+            await asyncio.to_thread(self.reconcile)
+        except (OSError, RuntimeError) as exc:
+            self._ctx.readiness.set("decap", False)
+            self._log.error("cannot decapsulate IP-in-IP here; retrying", error=str(exc))
+
+    def reconcile(self) -> L7Plan:
+        self.reconciles += 1
+        self._decap.prepare()
+        events = list(self._vips.values())
+        plan = plan_l7(
+            self._decap.bound(),
+            [e for e in events if isinstance(e, c.VipAssigned)],
+            [e for e in events if isinstance(e, c.VipReleased)],
+        )
+        if not plan.empty:
+            self._log.info("tunl0 VIPs", bind=list(plan.bind), unbind=list(plan.unbind))
+            self._decap.bind(plan.bind)
+            self._decap.unbind(plan.unbind)
+        self._ctx.readiness.set("decap")
+        return plan
+
+
+def build_app(ctx: ServiceContext[L4ProgrammerSettings]) -> L4ProgrammerApp | L7RoleApp:
+    """The app of the configured role."""
+    return L7RoleApp(ctx) if ctx.settings.role == "l7" else L4ProgrammerApp(ctx)

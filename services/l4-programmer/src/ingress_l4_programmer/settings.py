@@ -26,6 +26,11 @@ class L4ProgrammerSettings(ServiceSettings):
         max_length=253,
         description="This node (the DaemonSet sets it from spec.nodeName)",
     )
+    role: Literal["l4", "l7"] = Field(
+        default="l4",
+        description="l4: serve VIPs on this node (IPVS or nftables); l7: in an L7 (Envoy) pod, "
+        "bind the ingress-domain VIPs on tunl0 to take IPVS's IP-in-IP (docs/l4-programmer.md)",
+    )
     dataplane: Literal["ipvs", "nftables", "auto"] = Field(
         default="auto", description="auto: IPVS when the ip_vs module loads, else nftables"
     )

@@ -202,9 +202,7 @@ def set_dest(key: SvcKey, address: str, port: int, weight: int, fwd: int) -> Req
 
 
 def del_dest(key: SvcKey, address: str, port: int) -> Request:
-    return CMD_DEL_DEST, nla(ATTR_SERVICE, key.encoded) + nla(
-        ATTR_DEST, _dest_key(address, port)
-    )
+    return CMD_DEL_DEST, nla(ATTR_SERVICE, key.encoded) + nla(ATTR_DEST, _dest_key(address, port))
 
 
 class NetlinkSocket:

@@ -14,6 +14,8 @@ leave from the VIP straight to the client (direct server return), not back throu
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterable
+from typing import Protocol
 
 from pyroute2 import IPRoute  # type: ignore[import-untyped]
 
@@ -23,6 +25,19 @@ L7_SYSCTLS = {
     "net.ipv4.conf.all.arp_ignore": "1",
     "net.ipv4.conf.all.arp_announce": "2",
 }
+
+
+class Decap(Protocol):
+    """The decapsulating device of an L7 pod (the L7-node role's one side effect)."""
+
+    def prepare(self) -> None:
+        """The ipip module, the device up, the sysctls; raises when it cannot be done."""
+
+    def bound(self) -> frozenset[str]: ...
+
+    def bind(self, vips: Iterable[str]) -> None: ...
+
+    def unbind(self, vips: Iterable[str]) -> None: ...
 
 
 class L7Decap:
@@ -36,19 +51,75 @@ class L7Decap:
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)}: {proc.stderr.strip()}")
 
-    def ensure(self, vips: frozenset[str]) -> None:
-        """Bind exactly ``vips`` on the decapsulating device, with the sysctls above."""
+    def _ipr(self) -> IPRoute:
+        return IPRoute(netns=self.netns) if self.netns else IPRoute()
+
+    def _index(self, ipr: IPRoute) -> int:
+        found = ipr.link_lookup(ifname=self.device)
+        if not found:
+            raise RuntimeError(f"no {self.device}: the ipip kernel module is not loaded")
+        return int(found[0])
+
+    def _sysctl(self, key: str) -> str:
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+        proc = subprocess.run(
+            [*prefix, "sysctl", "-n", key], capture_output=True, text=True, check=False
+        )
+        return proc.stdout.strip()
+
+    def prepare(self) -> None:
         subprocess.run(["modprobe", "ipip"], capture_output=True, check=False)
-        with IPRoute(netns=self.netns) if self.netns else IPRoute() as ipr:
-            found = ipr.link_lookup(ifname=self.device)
-            if not found:
-                raise RuntimeError(f"no {self.device}: the ipip kernel module is not loaded")
-            index = int(found[0])
-            ipr.link("set", index=index, state="up")
-            for key, value in L7_SYSCTLS.items():
+        with self._ipr() as ipr:
+            ipr.link("set", index=self._index(ipr), state="up")
+        for key, value in L7_SYSCTLS.items():
+            # Read first: in a pod, /proc/sys is read-only and the pod's own securityContext
+            # sets these (deploy/envoy/envoy.yaml); writing is only needed where they differ.
+            if self._sysctl(key) != value:
                 self._run("sysctl", "-q", "-w", f"{key}={value}")
-            have = {str(a.get_attr("IFA_ADDRESS")) for a in ipr.get_addr(index=index, family=2)}
-            for vip in sorted(vips - have):
+
+    def bound(self) -> frozenset[str]:
+        with self._ipr() as ipr:
+            index = self._index(ipr)
+            return frozenset(
+                str(a.get_attr("IFA_ADDRESS")) for a in ipr.get_addr(index=index, family=2)
+            )
+
+    def bind(self, vips: Iterable[str]) -> None:
+        with self._ipr() as ipr:
+            index = self._index(ipr)
+            for vip in vips:
                 ipr.addr("add", index=index, address=vip, prefixlen=32)
-            for vip in sorted(have - vips):
+
+    def unbind(self, vips: Iterable[str]) -> None:
+        with self._ipr() as ipr:
+            index = self._index(ipr)
+            for vip in vips:
                 ipr.addr("del", index=index, address=vip, prefixlen=32)
+
+    def ensure(self, vips: frozenset[str]) -> None:
+        """Exactly ``vips`` bound, the device prepared (test set-up of L7 namespaces)."""
+        self.prepare()
+        have = self.bound()
+        self.bind(sorted(vips - have))
+        self.unbind(sorted(have - vips))
+
+
+class FakeDecap:
+    def __init__(self, bound: Iterable[str] = (), missing: str | None = None) -> None:
+        self.addresses = set(bound)
+        self.missing = missing
+        self.prepared = 0
+
+    def prepare(self) -> None:
+        if self.missing is not None:
+            raise RuntimeError(self.missing)
+        self.prepared += 1
+
+    def bound(self) -> frozenset[str]:
+        return frozenset(self.addresses)
+
+    def bind(self, vips: Iterable[str]) -> None:
+        self.addresses.update(vips)
+
+    def unbind(self, vips: Iterable[str]) -> None:
+        self.addresses.difference_update(vips)
