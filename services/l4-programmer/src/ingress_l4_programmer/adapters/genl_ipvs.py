@@ -114,9 +114,12 @@ class SvcKey:
     def address(self) -> str:
         return socket.inet_ntop(self.af, self.addr)
 
-    @functools.cached_property
+    @property
     def encoded(self) -> bytes:
         """The service's key attributes (sent with the service and with each of its dests)."""
+        return _key_attrs(self)
+
+    def _encode(self) -> bytes:
         return (
             nla(SVC_AF, struct.pack("=H", self.af))
             + nla(SVC_PROTOCOL, struct.pack("=H", self.protocol))
@@ -161,6 +164,22 @@ def _dest_key(address: str, port: int) -> bytes:
     )
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _key_attrs(key: SvcKey) -> bytes:
+    # Cached: a service's key goes with the service and with each of its real servers.
+    return key._encode()
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _service_attr(key: SvcKey) -> bytes:
+    return nla(ATTR_SERVICE, key.encoded)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _dest_attr(address: str, port: int, weight: int, fwd_method: int) -> bytes:
+    return nla(ATTR_DEST, _dest_full(address, port, weight, fwd_method))
+
+
 @functools.lru_cache(maxsize=1 << 14)
 def _dest_full(address: str, port: int, weight: int, fwd_method: int) -> bytes:
     # Cached: the same real servers (an L7 pool) sit behind thousands of services.
@@ -190,15 +209,11 @@ def del_service(key: SvcKey) -> Request:
 
 
 def add_dest(key: SvcKey, address: str, port: int, weight: int, fwd: int) -> Request:
-    return CMD_NEW_DEST, nla(ATTR_SERVICE, key.encoded) + nla(
-        ATTR_DEST, _dest_full(address, port, weight, fwd)
-    )
+    return CMD_NEW_DEST, _service_attr(key) + _dest_attr(address, port, weight, fwd)
 
 
 def set_dest(key: SvcKey, address: str, port: int, weight: int, fwd: int) -> Request:
-    return CMD_SET_DEST, nla(ATTR_SERVICE, key.encoded) + nla(
-        ATTR_DEST, _dest_full(address, port, weight, fwd)
-    )
+    return CMD_SET_DEST, _service_attr(key) + _dest_attr(address, port, weight, fwd)
 
 
 def del_dest(key: SvcKey, address: str, port: int) -> Request:

@@ -7,6 +7,7 @@ attributes (pyroute2's ``IPVSDest.from_message`` reports ``fwd_method`` from its
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -174,6 +175,7 @@ class ApplyError(RuntimeError):
     """The kernel refused some writes (the others were applied)."""
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _svc(key: VsKey) -> SvcKey:
     return SvcKey.of(key.vip, PROTO_NUMBERS[key.protocol], key.port)
 
