@@ -129,6 +129,18 @@ async def test_a_replay_never_returns_part_of_the_state(
         await bus.replay(c.Family.DOMAIN, timeout=0.5)
 
 
+async def test_latest_is_the_current_event_of_exactly_one_key(bus: Bus) -> None:
+    await bus.publish(domain(1, "shop.example.com"))
+    await bus.publish(domain(2, "shop.example.com"))
+    await bus.publish(domain(1, "www.shop.example.com"))
+    found = await bus.latest(c.Family.DOMAIN, ("shop.example.com",))
+    assert found is not None and found.event.generation == 2
+    assert found.event == domain(2, "shop.example.com")
+    assert await bus.latest(c.Family.DOMAIN, ("nobody.example.com",)) is None
+    # Exact: the key of another family or a longer key is not this one.
+    assert await bus.latest(c.Family.L7, ("shop.example.com",)) is None
+
+
 async def test_publish_many_stores_thousands(bus: Bus) -> None:
     events = [domain(1, f"h{i}.example.com") for i in range(5000)]
     acks = await bus.publish_many(events)

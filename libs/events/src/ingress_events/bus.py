@@ -502,6 +502,23 @@ class Bus:
                 await psub.unsubscribe()
         return state
 
+    async def latest(self, family: Family, key: tuple[str, ...]) -> Envelope[Event] | None:
+        """The current event of one key (its subject's last message), or None when the key has
+        none; a message that is not a valid event raises :class:`EnvelopeError`. For a key
+        prefix (all keys below it) use :meth:`replay`."""
+        subject = self.subjects.for_key(family, key)
+        try:
+            raw = await self._js.get_last_msg(self.subjects.stream(family), subject)
+        except nats.js.errors.NotFoundError:
+            return None
+        envelope = decode(raw.headers, raw.data or b"", nats_subject=subject)
+        expected = self.subjects.for_event(envelope.event)
+        if expected != subject:
+            raise EnvelopeError(
+                "SubjectMismatch", f"body is for {expected!r} but arrived on {subject!r}"
+            )
+        return envelope
+
     def _decode(self, msg: Msg) -> Envelope[Event]:
         envelope = decode(msg.headers, msg.data, nats_subject=msg.subject)
         expected = self.subjects.for_event(envelope.event)
