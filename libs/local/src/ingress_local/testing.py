@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -48,11 +48,16 @@ def run(*argv: str) -> subprocess.CompletedProcess[str]:
 
 
 @asynccontextmanager
-async def local_system(root: Path, **options: Any) -> AsyncIterator[LocalSystem]:
+async def local_system(
+    root: Path, prepare: Callable[[Path], None] | None = None, **options: Any
+) -> AsyncIterator[LocalSystem]:
     """A started topology on a copy of examples/ under ``root``; on exit it is stopped and
-    checked to have left nothing behind (namespaces, links, routes, /etc/netns, processes)."""
+    checked to have left nothing behind (namespaces, links, routes, /etc/netns, processes).
+    ``prepare`` may add manifests to the copy before anything starts (a cold start with them)."""
     manifests = root / "manifests"
     copy_examples(manifests)
+    if prepare is not None:
+        prepare(manifests)
     lines: list[str] = []
     values: dict[str, Any] = {
         # Room for the VIPs that tests add (the default /28 holds 15).

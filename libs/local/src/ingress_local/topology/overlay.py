@@ -43,8 +43,12 @@ class L7Pool:
     https_port: int
 
 
+# libyaml's safe loader when available: the examples directory may hold 10,000 Ingresses.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _docs(text: str) -> list[Any]:
-    return [d for d in yaml.safe_load_all(text) if d is not None]
+    return [d for d in yaml.load_all(text, Loader=_LOADER) if d is not None]
 
 
 def adapt(doc: Any, plan: AddressPlan) -> Any:
@@ -149,6 +153,9 @@ class Overlay:
         self.pool = pool
         self.errors: dict[str, str] = {}
         self._source_docs: dict[str, list[Any]] = {}
+        self._source_stamps: dict[str, tuple[int, int]] = {}
+        self._adapted: dict[str, tuple[tuple[int, int], str, str]] = {}
+        """Source file -> (its stamp, the adapted text, its parse error) of the last pass."""
 
     @property
     def secrets_dir(self) -> Path:
@@ -167,15 +174,26 @@ class Overlay:
                 continue
             wanted.add(src.name)
             try:
+                stat = src.stat()
+                stamp = (stat.st_mtime_ns, stat.st_size)
+                cached = self._adapted.get(src.name)
+                if cached is not None and cached[0] == stamp and (self.target / src.name).exists():
+                    if cached[2]:
+                        self.errors[src.name] = cached[2]
+                    continue  # unchanged since its last pass (parsing is the expensive part)
                 text = src.read_text()
             except OSError:
                 continue  # vanished between glob and read: the next pass removes it
+            error = ""
             try:
                 out = adapt_text(text, self.plan)
             except yaml.YAMLError as exc:
-                self.errors[src.name] = str(exc).splitlines()[0]
+                error = self.errors[src.name] = str(exc).splitlines()[0]
                 out = text
+            self._adapted[src.name] = (stamp, out, error)
             changed |= _write_if_changed(self.target / src.name, out)
+        for name in set(self._adapted) - wanted:
+            del self._adapted[name]
         for path in self.target.glob("*.yaml"):
             if path.name not in wanted:
                 path.unlink()
@@ -194,12 +212,19 @@ class Overlay:
                 continue
             seen.add(src.name)
             with contextlib.suppress(yaml.YAMLError, OSError):
-                self._source_docs[src.name] = _docs(src.read_text())
+                stat = src.stat()
+                stamp = (stat.st_mtime_ns, stat.st_size)
+                # Parsed again only when it changed: this runs every sync interval, and a file
+                # of 10,000 Ingresses takes a second to parse.
+                if self._source_stamps.get(src.name) != stamp:
+                    self._source_docs[src.name] = _docs(src.read_text())
+                    self._source_stamps[src.name] = stamp
             for doc in self._source_docs.get(src.name, []):
                 if isinstance(doc, Mapping):
                     yield doc
         for gone in set(self._source_docs) - seen:
             del self._source_docs[gone]
+            self._source_stamps.pop(gone, None)
 
     def documents(self) -> Iterator[Mapping[str, Any]]:
         for path in sorted(self.target.glob("*.yaml")):
