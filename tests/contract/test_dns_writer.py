@@ -58,6 +58,9 @@ def make_settings(
         "tsig_key_name": key.name,
         "tsig_secret_file": secret,
         "hold_down_seconds": 0.3,
+        # Publish without waiting for a route: these tests are about everything else
+        # (test_a_new_vip_enters_dns_once_announced is about the wait).
+        "announce_wait_seconds": 0,
         "verify_interval_seconds": 0.5,
         "timeout_seconds": 2.0,
         "max_backoff_seconds": 0.5,
@@ -400,6 +403,7 @@ def region_settings(
         providers=providers,
         zones=ZONE,
         hold_down_seconds=0.3,
+        announce_wait_seconds=0,
         verify_interval_seconds=0.5,
         max_backoff_seconds=0.5,
     )
@@ -529,3 +533,35 @@ async def test_weight_zero_drains_a_cluster_while_a_weighted_one_serves(
         await a.stop()
         await b.stop()
         await bus_b.close()
+
+
+async def test_a_new_vip_enters_dns_once_announced(
+    bus: Bus,
+    bus_settings: BusSettings,
+    knot: KnotServer,
+    keys: list[TsigKey],
+    tmp_path: Path,
+) -> None:
+    """A name that resolves before its VIP is routable sends a client's SYN into the void (TCP
+    retries it only after a second): a new VIP is published once a node announces it, or after
+    ANNOUNCE_WAIT_SECONDS with no route event at all (no BGP)."""
+    settings = make_settings(bus_settings, knot, keys[0], tmp_path, announce_wait_seconds=1.5)
+    app = make_app(bus, settings)
+    await app.start()
+    dns = reader(knot, keys[0])
+    try:
+        await bus.publish(assigned("routed.example.test", "10.0.0.7"))
+        await bus.publish(assigned("nobgp.example.test", "10.0.0.8"))
+        await asyncio.sleep(0.5)
+        assert await dns.resolve("routed.example.test") == set()
+        await bus.publish(
+            c.RouteAnnounced(
+                generation=1, node="l4-a", vip="10.0.0.7", prefix="10.0.0.7/32", peers=["tor-a"]
+            )
+        )
+        await until(lambda: _eq(dns.resolve("routed.example.test"), {"10.0.0.7"}), timeout=5)
+        assert await dns.resolve("nobgp.example.test") == set()  # still within the wait
+        await until(lambda: _eq(dns.resolve("nobgp.example.test"), {"10.0.0.8"}), timeout=5)
+    finally:
+        await app.stop()
+        await dns.close()

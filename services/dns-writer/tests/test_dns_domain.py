@@ -294,3 +294,15 @@ def test_hold_down(routes: list[bool], since_offset: int, hold: int) -> None:
     assert "10.0.0.2" in healthy
     assert ("10.0.0.1" in healthy) == (since_offset < hold)
     assert (wake is not None) == (since_offset < hold)
+
+
+def test_a_vip_waits_for_its_first_route_event_or_the_wait() -> None:
+    from ingress_dns_writer.domain import pending_vips
+
+    at = {"10.0.0.1": 100.0, "10.0.0.2": 100.0, "10.0.0.3": 95.0}
+    pending, wake = pending_vips(
+        ["10.0.0.1", "10.0.0.2", "10.0.0.3"], {"10.0.0.2"}, at, now=103.0, wait=5.0
+    )
+    # .2 has a route event; .3 waited its 5 s; .1 waits until 105.
+    assert pending == {"10.0.0.1"} and wake == 105.0
+    assert pending_vips(["10.0.0.1"], set(), at, now=103.0, wait=0.0) == (frozenset(), None)

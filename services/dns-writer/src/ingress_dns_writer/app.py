@@ -34,6 +34,7 @@ from .domain import (
     check_name,
     healthy_vips,
     next_withdrawn_since,
+    pending_vips,
     plan_publish,
     plan_remove,
     record_type,
@@ -100,6 +101,10 @@ class DnsWriterApp:
         self._routes: dict[tuple[str, str], bool] = {}
         """Per node and VIP: announced (True) or withdrawn (False)."""
         self._withdrawn_since: dict[str, float] = {}
+        self._assigned_at: dict[str, float] = {}
+        """When each VIP was first seen assigned (a pending VIP waits from there)."""
+        self._routed: set[str] = set()
+        """VIPs with at least one route event: no longer pending."""
         self._hosts_by_vip: dict[str, set[str]] = defaultdict(set)
         self._dirty: set[str] = set()
         self._full_sync: set[tuple[int, str]] = set()
@@ -191,11 +196,18 @@ class DnsWriterApp:
             if isinstance(event, c.VipAssigned):
                 for vip in event.addresses:
                     self._hosts_by_vip[vip].add(host)
+                    self._assigned_at.setdefault(vip, self._clock())
+            elif isinstance(event, c.VipReleased):
+                # Reassigned later, the address waits for its route again.
+                for vip in event.addresses:
+                    self._assigned_at.pop(vip, None)
+                    self._routed.discard(vip)
             self._dirty.add(host)
         elif isinstance(event, c.DomainDesired | c.DomainDeleted):
             self._dirty.add(event.host)
         elif isinstance(event, c.RouteAnnounced | c.RouteWithdrawn):
             self._routes[(event.node, event.vip)] = isinstance(event, c.RouteAnnounced)
+            self._routed.add(event.vip)
             self._route_changed(event.vip)
         return True
 
@@ -303,8 +315,22 @@ class DnsWriterApp:
                     continue
                 if full and host not in hosts and zone not in full_zones:
                     continue
+                pending, ready_at = pending_vips(
+                    vip.addresses,
+                    self._routed,
+                    self._assigned_at,
+                    now,
+                    self._settings.announce_wait_seconds,
+                )
+                if ready_at is not None:
+                    self._schedule(host, ready_at)
+                if pending and pending >= set(vip.addresses):
+                    continue  # not routable yet: nothing to publish for it
                 healthy, wake = healthy_vips(
-                    vip.addresses, self._withdrawn_since, now, self._settings.hold_down_seconds
+                    [a for a in vip.addresses if a not in pending],
+                    self._withdrawn_since,
+                    now,
+                    self._settings.hold_down_seconds,
                 )
                 if wake is not None:
                     self._schedule(host, wake)

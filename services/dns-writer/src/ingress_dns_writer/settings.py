@@ -59,6 +59,13 @@ class DnsWriterSettings(ServiceSettings):
         default=None, description="File holding the base64 TSIG secret (never an env value)"
     )
     default_ttl_seconds: int = Field(default=30, ge=1, le=86400)
+    announce_wait_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="A new VIP enters DNS once a node announces its route, or after this long "
+        "with no route event at all (no BGP); 0 publishes at once",
+    )
     hold_down_seconds: float = Field(default=30.0, ge=0)
     verify_interval_seconds: float = Field(default=30.0, gt=0)
     upsert_only: bool = False

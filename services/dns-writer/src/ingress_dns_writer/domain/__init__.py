@@ -1,6 +1,6 @@
 """Pure planning for dns-writer: names and zones, route health, (desired, current) -> plan."""
 
-from .health import healthy_vips, next_withdrawn_since, withdrawn_everywhere
+from .health import healthy_vips, next_withdrawn_since, pending_vips, withdrawn_everywhere
 from .model import (
     Change,
     Desired,
@@ -26,6 +26,7 @@ __all__ = [
     "check_name",
     "healthy_vips",
     "next_withdrawn_since",
+    "pending_vips",
     "plan_publish",
     "plan_remove",
     "publish_values",
