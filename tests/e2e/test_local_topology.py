@@ -50,7 +50,7 @@ async def test_an_ingress_gets_a_vip_dns_a_route_at_the_tor_and_serves_through_i
         # The ToR learned the /32 over BGP from the L4 node and installed it.
         routes = await wait_for(f"ToR route to {vip}", _tor_route(system, vip), 30)
         assert routes == [plan.l4_down_addr]
-        assert f"ip daddr {vip} tcp dport 80" in system.nft_ruleset()
+        assert (vip, "TCP", 80) in system.nft_services()
 
     # HTTP through the VIP: name resolved by the client's resolver, routed by the ToR, DNATed
     # by nftables at the L4 node, routed by Envoy to the backend of the right Service.
@@ -142,7 +142,11 @@ async def test_deleting_an_ingress_removes_its_dns_record_route_dataplane_and_en
     await wait_for("l7.removed for blog.example.com", removed, 30)
     await wait_for("blog's A record removed", lambda: system.dns_a("blog.example.com") == [], 30)
     await wait_for("ToR route withdrawn", lambda: f"{vip}/32" not in system.tor_routes(), 30)
-    await wait_for("nft rule removed", lambda: f"ip daddr {vip} " not in system.nft_ruleset(), 30)
+    await wait_for(
+        "nft service removed",
+        lambda: all(found[0] != vip for found in system.nft_services()),
+        30,
+    )
     # Envoy itself no longer knows the host: straight to its listener, Host blog -> 404.
     direct = await asyncio.to_thread(
         run,

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from ingress_events import catalogue as c
 from ingress_l4_programmer.domain.desired import DeriveConfig, derive
 from ingress_l4_programmer.domain.model import EMPTY_KERNEL, Real, VsKey, apply_ops, describe
-from ingress_l4_programmer.domain.nft import render_table
+from ingress_l4_programmer.domain.nft import render_changes, render_table
 from ingress_l4_programmer.domain.plan import plan
 from l4p_factories import domain_vip, endpoints, envoy_pool, pool, service_vip
 
@@ -169,3 +169,20 @@ def test_golden_nftables_ruleset() -> None:
     d = derive(config=NFT, **scenario())  # type: ignore[arg-type]
     p = plan(d.desired, EMPTY_KERNEL, forward="nat", now=0.0)
     _golden("nftables.nft", render_table("ingress_l4", apply_ops(EMPTY_KERNEL, p.ops).services))
+
+
+def test_golden_nftables_change() -> None:
+    """One endpoint leaves the Envoy pool: a drain of each domain service, elements only."""
+    d = derive(config=NFT, **scenario())  # type: ignore[arg-type]
+    p = plan(d.desired, EMPTY_KERNEL, forward="nat", now=0.0)
+    before = apply_ops(EMPTY_KERNEL, p.ops)
+    inputs = scenario()
+    eps = dict(inputs["endpoints"])  # type: ignore[call-overload]
+    eps.update(_backends(*envoy_pool(["10.0.1.1", "10.0.1.2"])))
+    fewer = derive(config=NFT, **{**inputs, "endpoints": eps})  # type: ignore[arg-type]
+    q = plan(fewer.desired, before, forward="nat", now=1.0)
+    after = apply_ops(before, q.ops)
+    script = render_changes("ingress_l4", before.services, after.services)
+    _golden("nftables-change.nft", script)
+    assert "5432" not in script  # the database Service did not change
+    assert render_changes("ingress_l4", after.services, after.services) == ""

@@ -5,15 +5,31 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 import structlog
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ingress_events import catalogue as c
 from ingress_events.bus import Bus
+from ingress_l4_programmer.adapters.addresses import DummyVips
+from ingress_l4_programmer.adapters.nftables import NftDataplane, NftError
 from ingress_l4_programmer.app import L4ProgrammerApp, choose_dataplane
-from ingress_l4_programmer.domain.model import CurrentDest, CurrentVs, Real, VsKey
-from ingress_l4_programmer.domain.nft import parse_table, render_table
+from ingress_l4_programmer.domain.model import (
+    AddDest,
+    AddService,
+    CurrentDest,
+    CurrentVs,
+    DelDest,
+    DelService,
+    KernelState,
+    Real,
+    SetDest,
+    VsKey,
+)
+from ingress_l4_programmer.domain.nft import parse_table, render_changes, render_table
 from ingress_l4_programmer.settings import L4ProgrammerSettings
 from ingress_runtime import Readiness, ServiceContext
 from ingress_testkit.capture import Captured, EventCapture
@@ -148,16 +164,122 @@ def test_rendered_table_reads_back_identically(topology: dict[str, str]) -> None
     }
     ns = topology["l4"]
     sh("nft", "add", "table", "ip", "someone_else", ns=ns)
-    subprocess_input = render_table("ingress_l4", services)
-    import subprocess
-
-    subprocess.run(
-        ["ip", "netns", "exec", ns, "nft", "-f", "-"], input=subprocess_input, text=True, check=True
-    )
+    script = render_table("ingress_l4", services)
+    apply_nft(ns, script)
     doc = json.loads(sh("nft", "-j", "list", "table", "ip", "ingress_l4", ns=ns))
     assert parse_table(doc) == services
     # Re-applying replaces only our table, atomically; the other table is still there.
-    subprocess.run(
-        ["ip", "netns", "exec", ns, "nft", "-f", "-"], input=subprocess_input, text=True, check=True
-    )
+    apply_nft(ns, script)
     assert "someone_else" in sh("nft", "list", "tables", ns=ns)
+
+
+def test_a_change_is_applied_alone_and_reads_back(topology: dict[str, str]) -> None:
+    ns = topology["l4"]
+    plane = NftDataplane("ingress_l4", DummyVips(f"l4pv{suffix()}", ns), ns)
+    web, api, dns = VsKey(VIP, "TCP", 80), VsKey(VIP, "TCP", 443), VsKey(VIP, "UDP", 53)
+    a, b = Real(L7["l7a"], TARGET), Real(L7["l7b"], TARGET)
+
+    first = plane.read()
+    assert plane.rewrite and first.services == {}
+    plane.apply(
+        first,
+        [
+            *(AddService(k, "numgen") for k in (web, api, dns)),
+            *(AddDest(k, r, 1, "nat") for k in (web, api) for r in (a, b)),
+            AddDest(dns, a, 1, "nat"),
+        ],
+    )
+    assert not plane.rewrite and plane.transactions == 1
+    whole = plane.read().services
+    assert set(whole) == {web, api, dns}
+    assert plane.read_services([web, api, dns]) == whole
+
+    # Drain b from web (its modulus goes 2 -> 1, so it moves to another picker): web reads back
+    # drained, the others as they were, and new connections reach a only.
+    part = plane.read_services([web])
+    plane.apply(KernelState(part, frozenset()), [SetDest(web, b, 0, "nat")])
+    after = plane.read().services
+    assert after[web].dests[b].weight == 0 and after[web].dests[a].weight == 1
+    assert {k: v for k, v in after.items() if k != web} == {
+        k: v for k, v in whole.items() if k != web
+    }
+    assert plane.read_services([web]) == {web: after[web]}
+    answers = connect_many(topology["client"], VIP, 80, 6)
+    assert set(answers) == {"l7a"}, answers
+
+    # Weights within one picker: a slot changes hands, nothing else moves.
+    part = plane.read_services([api])
+    plane.apply(KernelState(part, frozenset()), [SetDest(api, a, 3, "nat")])
+    assert plane.read_services([api])[api].dests[a].weight == 3
+
+    # Removing a service removes its elements, in one transaction.
+    part = plane.read_services([dns])
+    plane.apply(KernelState(part, frozenset()), [DelDest(dns, a), DelService(dns)])
+    assert set(plane.read().services) == {web, api}
+    assert plane.read_services([dns]) == {}
+    assert plane.transactions == 4
+
+    # Somebody deletes our hook chain: the full read notices, and the next apply rewrites the
+    # whole table; an apply planned from part of the table refuses instead of shrinking it.
+    sh("nft", "delete", "chain", "ip", "ingress_l4", "prerouting", ns=ns)
+    broken = plane.read()
+    assert plane.rewrite
+    part = plane.read_services([web])
+    with pytest.raises(NftError, match="rewritten"):
+        plane.apply(KernelState(part, frozenset()), [SetDest(web, b, 1, "nat")])
+    plane.apply(broken, [SetDest(web, b, 1, "nat")])
+    assert not plane.rewrite and set(plane.read().services) == {web, api}
+    assert set(connect_many(topology["client"], VIP, 80, 12)) == {"l7a", "l7b"}
+
+
+_reals = st.builds(
+    Real, st.sampled_from(["10.0.1.1", "10.0.1.2", "10.0.1.3", "10.0.1.4"]), st.just(TARGET)
+)
+_services = st.dictionaries(
+    st.builds(
+        VsKey,
+        st.sampled_from(["198.51.100.1", "198.51.100.2", "198.51.100.3"]),
+        st.sampled_from(["TCP", "UDP"]),
+        st.sampled_from([80, 443]),
+    ),
+    st.builds(
+        CurrentVs,
+        st.sampled_from(["numgen", "jhash"]),
+        st.dictionaries(_reals, st.builds(CurrentDest, st.integers(0, 3), st.just("nat"))),
+    ),
+    max_size=6,
+)
+
+
+def test_any_change_applied_to_any_table_reads_back_as_the_new_state() -> None:
+    """Whatever the services before and after (pickers appearing and emptying, slots moving,
+    services coming and going, drains), one change transaction on the real kernel leaves
+    exactly the new state, as the whole listing and as the by-key netlink read see it."""
+    with namespaces("l4") as ns:
+        plane = NftDataplane("ingress_l4", DummyVips(f"l4pv{suffix()}", ns["l4"]), ns["l4"])
+
+        @settings(max_examples=40, deadline=None)
+        @given(before=_services, after=_services)
+        def check(before: dict[VsKey, CurrentVs], after: dict[VsKey, CurrentVs]) -> None:
+            apply_nft(ns["l4"], render_table("ingress_l4", before))
+            assert parse_table(listing(ns["l4"])) == before
+            change = render_changes("ingress_l4", before, after)
+            if change:
+                apply_nft(ns["l4"], change)
+            assert parse_table(listing(ns["l4"])) == after
+            keys = set(before) | set(after)
+            assert plane.read_services(keys) == after
+            assert plane.read().services == after and not plane.rewrite
+
+        check()
+
+
+def apply_nft(ns: str, script: str) -> None:
+    subprocess.run(
+        ["ip", "netns", "exec", ns, "nft", "-f", "-"], input=script, text=True, check=True
+    )
+
+
+def listing(ns: str) -> dict[str, object]:
+    doc: dict[str, object] = json.loads(sh("nft", "-j", "list", "table", "ip", "ingress_l4", ns=ns))
+    return doc

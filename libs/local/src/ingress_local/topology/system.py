@@ -24,12 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from ingress_events.bus import Bus, BusSettings
+from ingress_l4_programmer.domain.nft import parse_table
 from ingress_testkit.nats_server import find_nats_server
 
 from . import components as comp
 from .addresses import DEFAULT_VIP_POOL, L4_ASN_DEFAULT, TOR_ASN_DEFAULT, AddressPlan, choose_plan
 from .netns import Network
 from .overlay import L7_POOL_NAMESPACE, L7_POOL_SERVICE, L7Pool, Overlay, backend_addresses, zones
+
+NFT_TABLE = "ingress_l4"
+"""The L4 node's nftables table (l4-programmer's NFT_TABLE)."""
 
 
 @dataclass(frozen=True)
@@ -316,10 +320,11 @@ class LocalSystem:
                 "NODE_NAME": plan.node,
                 "NETNS": plan.ns_l4,
                 "DATAPLANE": "nftables",
+                "NFT_TABLE": NFT_TABLE,
                 "SCHEDULER": "numgen",
                 "POOL_NAMESPACE": L7_POOL_NAMESPACE,
                 "POOL_SERVICE": L7_POOL_SERVICE,
-                "RESYNC_SECONDS": "10",
+                "RESYNC_SECONDS": "30",  # the default; a full read is ~1.5 s at 20,000 services
             },
             "l7-config": {
                 "XDS_HOST": "127.0.0.1",
@@ -436,14 +441,19 @@ class LocalSystem:
         assert self.plan is not None
         return comp.dns_answers(self.plan.root_addr, 53, name)
 
-    def nft_ruleset(self) -> str:
+    def nft_services(self) -> set[tuple[str, str, int]]:
+        """(VIP, protocol, port) of every virtual service in the L4 node's nftables table, as
+        l4-programmer's own read-back parses it."""
         assert self.plan is not None
-        return subprocess.run(
-            ["ip", "netns", "exec", self.plan.ns_l4, "nft", "list", "ruleset"],
+        out = subprocess.run(
+            ["ip", "netns", "exec", self.plan.ns_l4, "nft", "-j", "list", "table", "ip", NFT_TABLE],
             capture_output=True,
             text=True,
             check=False,
         ).stdout
+        if not out.strip():
+            return set()
+        return {(k.vip, k.protocol, k.port) for k in parse_table(json.loads(out))}
 
     # ------------------------------------------------------------------ stop
     async def stop(self) -> list[str]:

@@ -49,7 +49,7 @@ class FakeDataplane:
         self.forward: Forward = "tunnel" if name == "ipvs" else "nat"
         self.state = state
         self.missing = missing
-        self.incremental = name == "ipvs"
+        self.incremental = True  # both real dataplanes plan and read back a change alone
         self.writes: list[Op] = []
         self.reads = 0
         """Full reads (a whole-table dump in a real kernel)."""

@@ -223,8 +223,10 @@ def del_dest(key: SvcKey, address: str, port: int) -> Request:
 class NetlinkSocket:
     """A raw netlink socket that writes in batches. ``messages`` counts requests sent."""
 
-    def __init__(self, protocol: int) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
+    def __init__(self, protocol: int, sock: socket.socket | None = None) -> None:
+        """``sock``: an unbound netlink socket of ``protocol`` made elsewhere (in another
+        network namespace); else one is made here."""
+        self.sock = sock or socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
         try:
             self.sock.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)  # SO_RCVBUFFORCE (root)
         except OSError:
