@@ -16,9 +16,9 @@ converged node stays converged. A service with no weighted server has N = 1 and 
 lookup misses and nothing is DNATed.
 
 Why not a chain and an anonymous map per service (kube-proxy's shape): nft resolves sets and
-chains by name, so loading 20,000 of each took 183 s on this machine's nftables 1.0.6, and
-listing one chain 13 s (nft loads its whole cache first). These maps load 20,000 services in
-2 s and change one in ~13 ms (docs/l4-programmer.md).
+chains by name, so loading 10,000 of each took 13 s on this machine's nftables 1.0.6 against
+1.2 s for these maps, and one change here is one transaction of a few elements
+(bench/l4-programmer/nftables-report.md).
 
 Conntrack keeps established flows on their real server whatever the maps say, which is what
 gives nftables its graceful drain.
