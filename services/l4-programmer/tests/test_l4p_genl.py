@@ -12,19 +12,19 @@ from ingress_l4_programmer.adapters import genl_ipvs as gi
 def test_attributes_are_padded_and_parse_back() -> None:
     raw = gi.nla(6, b"mh\0") + gi.nla(4, struct.pack("!H", 443))
     assert len(raw) == 8 + 8  # 4-byte header + 3 bytes padded to 4, then 4 + 2 padded to 4
-    assert gi._attrs(raw) == {6: b"mh\0", 4: struct.pack("!H", 443)}
+    assert gi.attributes(raw) == {6: b"mh\0", 4: struct.pack("!H", 443)}
 
 
 def test_add_dest_carries_the_service_key_and_a_full_dest() -> None:
     key = gi.SvcKey.of("198.51.100.10", socket.IPPROTO_TCP, 80)
     cmd, attrs = gi.add_dest(key, "10.0.0.7", 80, 3, 2)
     assert cmd == gi.CMD_NEW_DEST
-    top = gi._attrs(attrs)
-    svc = gi._attrs(top[gi.ATTR_SERVICE])
+    top = gi.attributes(attrs)
+    svc = gi.attributes(top[gi.ATTR_SERVICE])
     assert svc[gi.SVC_ADDR] == socket.inet_aton("198.51.100.10")
     assert struct.unpack("!H", svc[gi.SVC_PORT]) == (80,)
     assert struct.unpack("=H", svc[gi.SVC_PROTOCOL]) == (socket.IPPROTO_TCP,)
-    dest = gi._attrs(top[gi.ATTR_DEST])
+    dest = gi.attributes(top[gi.ATTR_DEST])
     assert dest[gi.DEST_ADDR] == socket.inet_aton("10.0.0.7")
     assert struct.unpack("=I", dest[gi.DEST_FWD_METHOD]) == (2,)  # tunnel
     assert struct.unpack("=I", dest[gi.DEST_WEIGHT]) == (3,)
@@ -35,7 +35,7 @@ def test_add_dest_carries_the_service_key_and_a_full_dest() -> None:
 def test_a_new_service_has_every_field_the_kernel_requires() -> None:
     key = gi.SvcKey.of("198.51.100.10", socket.IPPROTO_TCP, 443)
     cmd, attrs = gi.add_service(key, "mh")
-    svc = gi._attrs(gi._attrs(attrs)[gi.ATTR_SERVICE])
+    svc = gi.attributes(gi.attributes(attrs)[gi.ATTR_SERVICE])
     assert cmd == gi.CMD_NEW_SERVICE
     assert svc[gi.SVC_SCHED_NAME] == b"mh\0"
     # ip_vs_genl_parse_service: sched_name, flags, timeout and netmask must all be present.

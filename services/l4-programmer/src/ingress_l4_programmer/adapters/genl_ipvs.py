@@ -12,11 +12,13 @@ a dump is one request and its multi-part answer.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import functools
 import os
 import socket
 import struct
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -24,6 +26,7 @@ NETLINK_GENERIC = 16
 SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10
 GENL_ID_CTRL = 0x10
+CLONE_NEWNET = 0x40000000
 CTRL_CMD_GETFAMILY = 3
 CTRL_ATTR_FAMILY_ID = 1
 CTRL_ATTR_FAMILY_NAME = 2
@@ -84,7 +87,7 @@ def nla(kind: int, payload: bytes) -> bytes:
     return _NLA.pack(length, kind) + payload + b"\0" * (-length & 3)
 
 
-def _attrs(data: bytes) -> dict[int, bytes]:
+def attributes(data: bytes) -> dict[int, bytes]:
     out: dict[int, bytes] = {}
     pos, end = 0, len(data)
     while pos + 4 <= end:
@@ -220,6 +223,38 @@ def del_dest(key: SvcKey, address: str, port: int) -> Request:
     return CMD_DEL_DEST, nla(ATTR_SERVICE, key.encoded) + nla(ATTR_DEST, _dest_key(address, port))
 
 
+def socket_in(netns: str | None, protocol: int) -> socket.socket:
+    """A netlink socket of ``protocol`` in the namespace ``netns`` (an ``ip netns`` name), or in
+    ours.
+    A socket belongs to the namespace it was created in; a short-lived thread enters the
+    namespace (setns affects only the calling thread) so the process stays where it is."""
+    if netns is None:
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
+    made: list[socket.socket] = []
+    failed: list[BaseException] = []
+
+    def enter() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    code = ctypes.get_errno()
+                    raise OSError(code, f"setns {netns}: {os.strerror(code)}")
+            finally:
+                os.close(fd)
+            made.append(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol))
+        except BaseException as exc:  # handed to the caller's thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=enter, name=f"netns-{netns}")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return made[0]
+
+
 class NetlinkSocket:
     """A raw netlink socket that writes in batches. ``messages`` counts requests sent."""
 
@@ -254,6 +289,39 @@ class NetlinkSocket:
                 break
             yield kind, flags, seq, data[pos + 16 : pos + length]
             pos += (length + 3) & ~3
+
+    def request(self, kind: int, body: bytes) -> list[tuple[int, bytes]]:
+        """One request and its answers, (type, payload) each, until its acknowledgement; a
+        refusal raises ``OSError`` with the kernel's errno, except ENODEV / ENOENT (nothing
+        there: no answers)."""
+        self.sock.send(self._raw(kind, NLM_F_REQUEST | NLM_F_ACK, body))
+        seq = self.seq
+        out: list[tuple[int, bytes]] = []
+        while True:
+            for got, _, answer_seq, payload in self._recv():
+                if answer_seq != seq:
+                    continue
+                if got == NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", payload)[0]
+                    if code in (0, errno.ENODEV, errno.ENOENT):
+                        return out
+                    raise OSError(code, os.strerror(code))
+                out.append((got, payload))
+
+    def dump(self, kind: int, body: bytes) -> list[bytes]:
+        """Every message's payload of a dump (``NLM_F_DUMP``) until its end."""
+        self.sock.send(self._raw(kind, NLM_F_REQUEST | NLM_F_DUMP, body))
+        out: list[bytes] = []
+        while True:
+            for got, _, _, payload in self._recv():
+                if got == NLMSG_DONE:
+                    return out
+                if got == NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", payload)[0]
+                    if code == 0:
+                        return out
+                    raise OSError(code, os.strerror(code))
+                out.append(payload)
 
     def write_raw(self, requests: Sequence[tuple[int, int, bytes]]) -> list[tuple[int, int]]:
         """Send every ``(type, extra flags, body)`` request in batches; returns ``(index, errno)``
@@ -318,7 +386,7 @@ class IpvsNetlink(NetlinkSocket):
                 raise GenlError(
                     code, f"generic netlink family {name.decode()}: {os.strerror(code)}"
                 )
-            return int(struct.unpack("=H", _attrs(payload[4:])[CTRL_ATTR_FAMILY_ID])[0])
+            return int(struct.unpack("=H", attributes(payload[4:])[CTRL_ATTR_FAMILY_ID])[0])
         raise GenlError(errno.EIO, "no answer from the generic netlink controller")
 
     def write(self, requests: Sequence[Request]) -> list[tuple[int, int]]:
@@ -343,7 +411,7 @@ class IpvsNetlink(NetlinkSocket):
     def services(self) -> list[Service]:
         out = []
         for payload in self._dump(CMD_GET_SERVICE, b""):
-            a = _attrs(_attrs(payload)[ATTR_SERVICE])
+            a = attributes(attributes(payload)[ATTR_SERVICE])
             if SVC_ADDR not in a:
                 continue  # a fwmark service
             af = struct.unpack("=H", a[SVC_AF])[0]
@@ -368,14 +436,14 @@ class IpvsNetlink(NetlinkSocket):
                 if code == errno.ESRCH:
                     return None
                 raise GenlError(code, os.strerror(code))
-            a = _attrs(_attrs(payload[4:])[ATTR_SERVICE])
+            a = attributes(attributes(payload[4:])[ATTR_SERVICE])
             return Service(key, a[SVC_SCHED_NAME].rstrip(b"\0").decode())
         raise GenlError(errno.EIO, "no answer for a service get")
 
     def dests(self, key: SvcKey) -> list[Dest]:
         out = []
         for payload in self._dump(CMD_GET_DEST, nla(ATTR_SERVICE, key.encoded)):
-            a = _attrs(_attrs(payload)[ATTR_DEST])
+            a = attributes(attributes(payload)[ATTR_DEST])
             af = struct.unpack("=H", a[DEST_ADDR_FAMILY])[0] if DEST_ADDR_FAMILY in a else key.af
             size = 4 if af == socket.AF_INET else 16
             out.append(

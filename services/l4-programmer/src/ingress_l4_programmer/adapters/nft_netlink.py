@@ -11,13 +11,11 @@ network order, zero-padded; numgen / jhash results in host order).
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import socket
 import struct
 import sys
-import threading
 from collections.abc import Mapping, Sequence
 
 from ..domain.model import CurrentVs, Proto, Real, VsKey
@@ -30,6 +28,7 @@ from .genl_ipvs import (
     NLMSG_ERROR,
     NetlinkSocket,
     nla,
+    socket_in,
 )
 
 NETLINK_NETFILTER = 12
@@ -58,7 +57,6 @@ NFTA_VERDICT_CODE = 1
 NFTA_VERDICT_CHAIN = 2
 NFT_GOTO = -4
 NLA_F_NESTED = 0x8000
-CLONE_NEWNET = 0x40000000
 _PROTOCOLS: dict[Proto, int] = {"TCP": 6, "UDP": 17, "SCTP": 132}
 _PROTOCOL_NAMES: dict[int, Proto] = {n: p for p, n in _PROTOCOLS.items()}
 BATCH = 256
@@ -157,42 +155,11 @@ def _list(data: bytes) -> list[bytes]:
     return out
 
 
-def _socket_in(netns: str | None) -> socket.socket:
-    """A netfilter netlink socket of the namespace ``netns`` (``ip netns`` name), or of ours.
-    A socket belongs to the namespace it was created in; a short-lived thread enters the
-    namespace (setns affects only the calling thread) so the process stays where it is."""
-    if netns is None:
-        return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
-    made: list[socket.socket] = []
-    failed: list[BaseException] = []
-
-    def enter() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-            try:
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    code = ctypes.get_errno()
-                    raise OSError(code, f"setns {netns}: {os.strerror(code)}")
-            finally:
-                os.close(fd)
-            made.append(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER))
-        except BaseException as exc:  # handed to the caller's thread
-            failed.append(exc)
-
-    thread = threading.Thread(target=enter, name=f"netns-{netns}")
-    thread.start()
-    thread.join()
-    if failed:
-        raise failed[0]
-    return made[0]
-
-
 class NftElementReader(NetlinkSocket):
     """Gets elements of the maps of one table by key."""
 
     def __init__(self, table: str, netns: str | None = None) -> None:
-        super().__init__(NETLINK_NETFILTER, sock=_socket_in(netns))
+        super().__init__(NETLINK_NETFILTER, sock=socket_in(netns, NETLINK_NETFILTER))
         self.table = table
 
     def __enter__(self) -> NftElementReader:

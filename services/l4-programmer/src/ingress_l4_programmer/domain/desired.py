@@ -8,6 +8,7 @@ an unusable endpoint is refused with a reason, and every other VIP is derived as
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -66,17 +67,27 @@ class Derived:
 
 def _pool_networks(
     pool: c.PoolDesired,
-) -> tuple[list[ipaddress.IPv4Network | ipaddress.IPv6Network], set[str]]:
+) -> tuple[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], frozenset[str]]:
+    return _networks(
+        tuple(pool.cidrs), tuple((r.first, r.last) for r in pool.ranges), frozenset(pool.exclude)
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _networks(
+    cidrs: tuple[str, ...], ranges: tuple[tuple[str, str], ...], exclude: frozenset[str]
+) -> tuple[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], frozenset[str]]:
+    # Cached: every pass asks for every VIP's pool, and pools change rarely.
     nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = [
-        ipaddress.ip_network(cidr) for cidr in pool.cidrs
+        ipaddress.ip_network(cidr) for cidr in cidrs
     ]
-    for r in pool.ranges:
-        first, last = ipaddress.ip_address(r.first), ipaddress.ip_address(r.last)
+    for first_s, last_s in ranges:
+        first, last = ipaddress.ip_address(first_s), ipaddress.ip_address(last_s)
         try:
             nets.extend(ipaddress.summarize_address_range(first, last))
         except (TypeError, ValueError):
             continue  # mixed families or first > last: ipam refuses the pool; no address here
-    return nets, set(pool.exclude)
+    return tuple(nets), exclude
 
 
 def pool_of(vip: str, pools: Iterable[c.PoolDesired]) -> str | None:
@@ -140,6 +151,7 @@ def derive(
     holders: dict[tuple[str, Proto, int], c.VipOwner] = {}
     sharing: dict[str, str | None] = {}
     first_owner: dict[str, c.VipOwner] = {}
+    checked: dict[tuple[str, int, int, int], str | None] = {}
 
     for a in assigned:
         kind, ns, name = owner_ref(a.owner)
@@ -211,7 +223,7 @@ def derive(
                     continue
                 holders[slot] = a.owner
                 key = VsKey(vip, port_spec.protocol, port_spec.port)
-                services[key] = _spec_for(a, key, endpoints, config, all_vips, problems)
+                services[key] = _spec_for(a, key, endpoints, config, all_vips, problems, checked)
                 if key not in keys:
                     keys.append(key)
             vips[vip] = VipIntent(
@@ -236,6 +248,7 @@ def _spec_for(
     config: DeriveConfig,
     all_vips: frozenset[str],
     problems: list[ObjectProblem],
+    checked: dict[tuple[str, int, int, int], str | None],
 ) -> VsSpec:
     if a.owner.kind == "domain":
         if key.port not in config.pool_ports:
@@ -248,10 +261,19 @@ def _spec_for(
     reals: dict[Real, int] = {}
     if event is None or event.protocol != key.protocol:
         return VsSpec(config.scheduler, reals)
+    family = 6 if ":" in key.vip else 4
     for i, ep in enumerate(event.endpoints):
         if not (ep.ready or (ep.serving and ep.terminating)):
             continue
-        why = real_server_problem(ep, key.vip, key.port, all_vips, config.tunnel)
+        # The same Envoy pool stands behind every domain VIP: check each endpoint once per
+        # pass, not once per VIP and port (that was most of a pass at 1,000 domains).
+        verdict = (ep.address, ep.port, family, key.port)
+        if verdict in checked:
+            why = checked[verdict]
+        else:
+            why = checked[verdict] = real_server_problem(
+                ep, key.vip, key.port, all_vips, config.tunnel
+            )
         if why is not None:
             problems.append(
                 ObjectProblem(
