@@ -438,3 +438,32 @@ def test_routes_wait_for_clusters_in_flight_and_nacked_content_is_not_resent() -
     assert next_push(snap, states, {CLUSTER, ENDPOINT}) is None  # type: ignore[arg-type]
     after_nack(states, push)
     assert next_push(snap, states, ()).type_url == ENDPOINT  # type: ignore[arg-type, union-attr]
+
+
+def test_a_dropped_cluster_stays_until_the_routes_no_longer_use_it() -> None:
+    """Make before break: moving a route from web to api first adds api to the cluster set,
+    then sends the routes, and only then a set without web."""
+    before_d = domain("p.example.com", [route("/", "Prefix", "web")])
+    after_d = domain("p.example.com", [route("/", "Prefix", "api")], gen=2)
+    eps = {("shop", "web", 80): endpoints("web", 8080), ("shop", "api", 80): endpoints("api", 8081)}
+    before = build_snapshot({before_d.host: before_d}, eps, {}, BuildOptions())
+    after = build_snapshot({after_d.host: after_d}, eps, {}, BuildOptions())
+    states = _fresh_states(before)
+    _envoy_takes_everything(before, states)
+    web = set(before.resources[CLUSTER])
+    assert web and not web & set(after.resources[CLUSTER])
+
+    cds = next_push(after, states, ())
+    assert cds is not None and cds.type_url == CLUSTER
+    assert {r.name for r in cds.resources} == web | set(after.resources[CLUSTER])
+    after_ack(states, cds, 2, "2")
+    for t in (ENDPOINT, ROUTE):
+        states[t].subscribed |= set(after.resources.get(t, {}))
+    sent = []
+    while (push := next_push(after, states, ())) is not None:
+        sent.append((push.type_url, {r.name for r in push.resources}))
+        after_ack(states, push, 2, "2")
+    # The routes go before the set that drops web; the last push is exactly the new set.
+    assert [t for t, _ in sent].index(ROUTE) < len(sent) - 1
+    assert sent[-1] == (CLUSTER, set(after.resources[CLUSTER]))
+    assert next_push(after, states, ()) is None

@@ -116,6 +116,11 @@ class _Core:
                     extra={"node": stream.node, "type": SHORT[type_url], "error": message},
                 )
                 self._observer.on_nack(stream, push, sequence, changed, message)
+                # The rest of the refused snapshot is not delivered: the next response comes
+                # from the newest one, which on_nack has just rebuilt without the refused
+                # change (else a route of the refused generation could follow its NACKed
+                # secret).
+                stream.pinned = None
             else:
                 after_ack(stream.states, push, sequence, request.version_info)
                 self._observer.on_ack(stream, push, sequence)

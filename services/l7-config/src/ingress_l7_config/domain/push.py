@@ -8,9 +8,11 @@
   delays its CDS ACK until the new clusters have warmed, i.e. until their endpoints have
   arrived, so an acknowledged cluster set is ready for routes whatever EDS is doing.
 * Listeners and clusters are sent as the whole set (the SotW rule for LDS/CDS), and only when
-  some member differs from what the Envoy ACKed. Endpoints, route configurations and secrets are
-  sent per resource: only subscribed names whose content the Envoy does not have, so an endpoint
-  change is one ClusterLoadAssignment and nothing else.
+  some member differs from what the Envoy ACKed. A cluster the snapshot dropped stays in the
+  set until the Envoy holds the snapshot's listeners and routes, then goes in a set of its own
+  (make before break: the xDS protocol's "stale CDS clusters can then be removed"). Endpoints,
+  route configurations and secrets are sent per resource: only subscribed names whose content
+  the Envoy does not have, so an endpoint change is one ClusterLoadAssignment and nothing else.
 * A resource version the Envoy NACKed is not sent again: the next attempt is a different version.
 * Each Envoy takes one snapshot whole (clusters, secrets, listeners, routes) before the next: the
   server pins it per stream until nothing of it is left to send or awaiting an ACK. Without the
@@ -42,6 +44,9 @@ class TypeState:
     """name -> digest the Envoy NACKed (not sent again)."""
     acked_sequence: int = 0
     acked_version: str = ""
+    kept: dict[str, Resource] = field(default_factory=dict)
+    """Clusters only: the resources of the cluster set the Envoy ACKed last, so that a cluster
+    the newest snapshot dropped can be kept until no route of the Envoy may still use it."""
     settled: Mapping[str, Resource] | None = None
     """A snapshot's resources of this type of which the Envoy holds everything it wants: asking
     again for the same mapping costs nothing, and for a newer one only the resources that are
@@ -85,11 +90,10 @@ def _wanted_set(type_url: str, current: Mapping[str, Resource], state: TypeState
     )
     if same:
         return None
-    if current and all(
-        state.rejected.get(n) == r.digest
-        for n, r in current.items()
-        if not state.holds(n, r.digest)
-    ):
+    # Every new member refused already: sending the set again would only be refused again.
+    # (With no new member, the difference is a removal, which is always sent.)
+    unheld = [(n, r) for n, r in current.items() if not state.holds(n, r.digest)]
+    if unheld and all(state.rejected.get(n) == r.digest for n, r in unheld):
         return None
     return Push(type_url, tuple(current[n] for n in sorted(current)))
 
@@ -136,10 +140,41 @@ def next_push(
         if BLOCKED_BY.get(type_url, frozenset()) & set(in_flight):
             continue
         source = latest if latest is not None and type_url == ENDPOINT else snapshot
-        push = _wanted(type_url, source, state)
+        if type_url == CLUSTER:
+            push = _clusters(snapshot, states, in_flight)
+        else:
+            push = _wanted(type_url, source, state)
         if push is not None:
             return push
     return None
+
+
+def _clusters(
+    snapshot: Snapshot, states: Mapping[str, TypeState], in_flight: Collection[str]
+) -> Push | None:
+    """The cluster set, make before break: a cluster the snapshot dropped stays in the set the
+    Envoy holds until its listeners and routes are the snapshot's (the routes it still serves
+    may point at it; removing it first answers 503 until the new routes arrive, and forever
+    for a change that Envoy then refuses)."""
+    state = states[CLUSTER]
+    current: Mapping[str, Resource] = snapshot.resources.get(CLUSTER, {})
+    stale = {n: r for n, r in state.kept.items() if n not in current}
+    if stale and not _routes_settled(snapshot, states, in_flight):
+        union = {**stale, **current}
+        return _wanted_set(CLUSTER, union, state)
+    return _wanted(CLUSTER, snapshot, state)
+
+
+def _routes_settled(
+    snapshot: Snapshot, states: Mapping[str, TypeState], in_flight: Collection[str]
+) -> bool:
+    for type_url in (LISTENER, ROUTE):
+        state = states.get(type_url)
+        if state is None or not state.requested:
+            continue
+        if type_url in in_flight or _wanted(type_url, snapshot, state) is not None:
+            return False
+    return True
 
 
 def after_ack(states: Mapping[str, TypeState], push: Push, sequence: int, version: str) -> None:
@@ -148,6 +183,8 @@ def after_ack(states: Mapping[str, TypeState], push: Push, sequence: int, versio
     if push.type_url in WILDCARD_TYPES:
         # SotW: a listener or cluster missing from the set has been removed by the Envoy.
         state.acked = {}
+        if push.type_url == CLUSTER:
+            state.kept = {r.name: r for r in push.resources}
     for r in push.resources:
         previous = state.acked.get(r.name)
         state.acked[r.name] = (r.digest, sequence)
