@@ -22,9 +22,7 @@ from ..domain.model import CurrentVs, Proto, Real, VsKey
 from ..domain.nft import HOOK_CHAINS, SERVICES_MAP, Picker, service_of
 from .genl_ipvs import (
     NLM_F_ACK,
-    NLM_F_DUMP,
     NLM_F_REQUEST,
-    NLMSG_DONE,
     NLMSG_ERROR,
     NetlinkSocket,
     nla,
@@ -249,26 +247,9 @@ class NftElementReader(NetlinkSocket):
 
     def _dump(self, msg: int, attrs: bytes) -> list[bytes]:
         """The payload (after nfgenmsg) of every message a dump answers; ENOENT (no such table
-        or set) raises ``FileNotFoundError``."""
+        or set) raises ``FileNotFoundError`` (``OSError`` picks the subclass by errno)."""
         body = struct.pack("=BBH", socket.AF_INET, 0, 0) + attrs
-        self.sock.send(
-            self._raw((NFNL_SUBSYS_NFTABLES << 8) | msg, NLM_F_REQUEST | NLM_F_DUMP, body)
-        )
-        out: list[bytes] = []
-        while True:
-            for kind, _, _, payload in self._recv():
-                if kind == NLMSG_DONE:
-                    return out
-                if kind == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", payload)[0]
-                    if code == 0:
-                        return out
-                    if code == errno.ENOENT:
-                        raise FileNotFoundError(
-                            code, f"nftables table {self.table}: no such object"
-                        )
-                    raise OSError(code, f"nftables dump: {os.strerror(code)}")
-                out.append(payload[4:])
+        return [p[4:] for p in self.dump((NFNL_SUBSYS_NFTABLES << 8) | msg, body)]
 
     def set_names(self) -> set[str]:
         table = nla(NFTA_SET_TABLE, self.table.encode() + b"\0")
