@@ -28,6 +28,7 @@ from .genl_ipvs import (
     nla,
     socket_in,
 )
+from .genl_ipvs import attributes as _attrs
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
@@ -63,18 +64,6 @@ BATCH = 256
 
 def _nested(kind: int, payload: bytes) -> bytes:
     return nla(kind | NLA_F_NESTED, payload)
-
-
-def _attrs(data: bytes) -> dict[int, bytes]:
-    out: dict[int, bytes] = {}
-    pos = 0
-    while pos + 4 <= len(data):
-        length, kind = struct.unpack_from("=HH", data, pos)
-        if length < 4:
-            break
-        out[kind & 0x3FFF] = data[pos + 4 : pos + length]
-        pos += (length + 3) & ~3
-    return out
 
 
 def service_key(key: VsKey) -> bytes:
