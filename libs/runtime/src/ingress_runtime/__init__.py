@@ -5,6 +5,7 @@ from .cli import service_main
 from .logging import setup_logging
 from .service import App, ServiceContext, run_service, serve
 from .settings import ServiceSettings
+from .tasks import cancel_and_wait
 from .tracing import setup_tracing
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "Readiness",
     "ServiceContext",
     "ServiceSettings",
+    "cancel_and_wait",
     "run_service",
     "serve",
     "service_main",

@@ -23,7 +23,7 @@ from ingress_events.bus import Consumer, ConsumerSpec
 from ingress_events.envelope import Envelope
 from ingress_events.generation import GenerationClock
 from ingress_events.state import LatestByKey
-from ingress_runtime import ServiceContext
+from ingress_runtime import ServiceContext, cancel_and_wait
 
 from .adapters.provider import DnsProvider, PrerequisiteFailed, ProviderError
 from .adapters.rfc2136 import Rfc2136Provider
@@ -171,11 +171,7 @@ class DnsWriterApp:
     async def stop(self) -> None:
         for consumer in self._consumers:
             await consumer.stop()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         for target in self._targets:
             await target.provider.close()
 
