@@ -260,6 +260,16 @@ class DnsWriterApp:
                 backoff = min(backoff * 2, self._settings.max_backoff_seconds)
                 self._wake.set()
                 continue
+            except Exception:
+                # Anything else (the bus away while dns.published goes out, say) is retried the
+                # same way: a loop that ended here would never publish a name again.
+                self._dirty |= hosts
+                self._full_sync |= full
+                self._log.exception("reconcile failed; retrying", retry_in_s=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._settings.max_backoff_seconds)
+                self._wake.set()
+                continue
             backoff = 0.2
             self._ctx.readiness.set("dns-provider", True)
             self.reconciles += 1

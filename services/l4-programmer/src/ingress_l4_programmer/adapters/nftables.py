@@ -107,7 +107,11 @@ class NftDataplane:
             after = apply_ops(current, rule_ops)
             if self.rewrite:
                 if current.services is not self._whole:
-                    raise NftError("the table must be rewritten: a full pass comes first")
+                    # Planned from part of the table (a table not written yet: no service
+                    # existed at the last full read): render the whole table from a whole read,
+                    # never from the part, which would drop the rest.
+                    whole = self.read()
+                    after = apply_ops(whole, rule_ops)
                 script = render_table(self.table, after.services)
             else:
                 touched = {op.key for op in rule_ops}
