@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -271,6 +272,16 @@ def svg(results: list[dict[str, Any]]) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _per_level(
+    results: list[dict[str, Any]], columns: list[str], cell: Callable[[dict[str, Any], str], str]
+) -> list[str]:
+    """A Markdown table: one row per level, one column per name."""
+    lines = ["| present | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for r in results:
+        lines.append(f"| {r['present']:,} | " + " | ".join(cell(r, c) for c in columns) + " |")
+    return lines
+
+
 def report(args: argparse.Namespace, results: list[dict[str, Any]], load: str) -> str:
     started = dt.datetime.now(dt.UTC)
     lines = [
@@ -304,23 +315,13 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], load: str) -
         "When each stage's event was published after the Ingress was written (median over the",
         "samples, seconds; the watcher polls the manifests every 0.1 s):",
         "",
-        "| present | " + " | ".join(STAGES) + " |",
-        "|---|" + "---|" * len(STAGES),
     ]
-    for r in results:
-        cells = [f"{r['stages'][s]:.3f}" if s in r["stages"] else "-" for s in STAGES]
-        lines.append(f"| {r['present']:,} | " + " | ".join(cells) + " |")
+    lines += _per_level(
+        results, list(STAGES), lambda r, s: f"{r['stages'][s]:.3f}" if s in r["stages"] else "-"
+    )
+    lines += ["", "Peak resident memory per process at the end of each level (VmHWM, MiB):", ""]
     names = sorted({n for r in results for n in r["memory"]})
-    lines += [
-        "",
-        "Peak resident memory per process at the end of each level (VmHWM, MiB):",
-        "",
-        "| present | " + " | ".join(names) + " |",
-        "|---|" + "---|" * len(names),
-    ]
-    for r in results:
-        cells = [f"{r['memory'].get(n, float('nan')):.0f}" for n in names]
-        lines.append(f"| {r['present']:,} | " + " | ".join(cells) + " |")
+    lines += _per_level(results, names, lambda r, n: f"{r['memory'].get(n, float('nan')):.0f}")
     lines += [
         "",
         f"p99 over {args.samples} samples is the largest but one or the largest sample.",
