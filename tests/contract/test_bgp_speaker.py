@@ -3,6 +3,7 @@ events in, route and admission events out, every one checked against the committ
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 
@@ -218,3 +219,40 @@ async def test_session_unknown_while_bird_is_down_and_no_removed_after_a_restart
         assert states == ["Established", "Unknown", "Established"]
     finally:
         await second.stop()
+
+
+async def test_a_route_event_the_bus_refused_goes_out_once_it_is_back(bus: Bus) -> None:
+    """BIRD announces the VIP but route.announced is refused (its stream is gone, as while
+    nats-server restarts). The next pass finds BIRD already running the plan; it must still
+    send the event, or the VIP's route stage never shows (and dns-writer never publishes)."""
+    files: dict[str, str] = {}
+    bird = FakeBird(files)
+    app = BgpSpeakerApp(
+        context(bus, node="l4-a", session_poll_seconds=0.1),
+        bird=bird,
+        store=MemoryConfigStore("/run/bird/bird.conf", files),
+        secrets=MemorySecrets(),
+    )
+    await bus.publish(pool())
+    await bus.publish(peer("tor-1", "10.0.0.1"))
+    await app.start()
+    stream = bus.subjects.stream(c.Family.ROUTE)
+    try:
+        await bus.nats.jetstream().delete_stream(stream)
+        await bus.publish(vip("shop.example.com", "10.100.0.10"))
+        await bus.publish(programmed("l4-a", "10.100.0.10"))
+        await wait_until(lambda: "route 10.100.0.10/32 blackhole;" in bird.running)
+        await asyncio.sleep(0.5)  # a few passes (every 0.1 s) with BIRD already as planned
+        await bus.ensure_streams([c.Family.ROUTE])
+
+        announced = c.RouteAnnounced(
+            generation=1, node="l4-a", vip="10.100.0.10", prefix="10.100.0.10/32", peers=[]
+        )
+        for _ in range(200):
+            envelope = await bus.latest(c.Family.ROUTE, announced.key())
+            if envelope is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert envelope is not None and isinstance(envelope.event, c.RouteAnnounced)
+    finally:
+        await app.stop()

@@ -565,3 +565,37 @@ async def test_a_new_vip_enters_dns_once_announced(
     finally:
         await app.stop()
         await dns.close()
+
+
+async def test_an_event_the_bus_refused_goes_out_once_it_is_back(
+    bus: Bus,
+    bus_settings: BusSettings,
+    knot: KnotServer,
+    keys: list[TsigKey],
+    tmp_path: Path,
+) -> None:
+    """The record is written but dns.published is refused (here: its stream is gone, as while
+    nats-server restarts). The retry finds the record in place and nothing to write; it must
+    still send the event, or the name's DNS stage never shows."""
+    app = make_app(bus, make_settings(bus_settings, knot, keys[0], tmp_path))
+    await app.start()
+    dns = reader(knot, keys[0])
+    stream = bus_settings.subjects.stream(c.Family.DNS)
+    try:
+        await bus.nats.jetstream().delete_stream(stream)
+        await bus.publish(assigned("outage.example.test", "10.0.0.9"))
+        await until(lambda: _eq(dns.resolve("outage.example.test"), {"10.0.0.9"}))
+        writes = app.writes
+        await asyncio.sleep(1.0)  # a few refused publishes and retries
+        assert await bus.latest(c.Family.DNS, ("outage.example.test",)) is None
+        await bus.ensure_streams([c.Family.DNS])
+
+        async def stored() -> bool:
+            envelope = await bus.latest(c.Family.DNS, ("outage.example.test",))
+            return envelope is not None and isinstance(envelope.event, c.DnsPublished)
+
+        await until(stored, timeout=10)
+        assert app.writes == writes  # the retries sent the event, not the record again
+    finally:
+        await app.stop()
+        await dns.close()

@@ -248,7 +248,22 @@ class BgpSpeakerApp:
 
     async def reconcile(self) -> ApplyResult | None:
         """One level-triggered pass: plan from the whole state, apply, verify, report."""
-        now = self._clock()
+        # What this node remembers having said must be what the bus stored: a pass whose
+        # events were refused (NATS restarting) forgets its news, so the retry says it again
+        # instead of finding it already said.
+        said = (
+            dict(self._emitted),
+            dict(self._said_sessions),
+            dict(self._verdicts),
+            dict(self._admission_gen),
+        )
+        try:
+            return await self._reconcile(self._clock())
+        except BaseException:
+            self._emitted, self._said_sessions, self._verdicts, self._admission_gen = said
+            raise
+
+    async def _reconcile(self, now: float) -> ApplyResult | None:
         problems_out: list[c.Event] = []
         peers = self._plan_peers(problems_out)
         pools = self._plan_pools(problems_out)

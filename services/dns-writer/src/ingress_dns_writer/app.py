@@ -71,6 +71,15 @@ def targets_from_settings(settings: DnsWriterSettings) -> list[Target]:
     return targets
 
 
+@dataclass(frozen=True)
+class _Emission:
+    """An event about one name and the token that says what it said (to skip repeats)."""
+
+    host: str
+    event: c.DnsPublished | c.DnsRemoved | c.DnsRejected
+    token: Any
+
+
 @dataclass
 class _Result:
     """What one pass did for one name at one provider."""
@@ -310,7 +319,7 @@ class DnsWriterApp:
         all_hosts = set(hosts)
         if full:
             all_hosts |= self._known_hosts()
-        rejected: list[c.Event] = []
+        rejected: list[_Emission] = []
         for host in sorted(all_hosts):
             vip = self._state.get(c.Family.VIP, ("domain", host))
             domain = self._state.get(c.Family.DOMAIN, (host,))
@@ -361,8 +370,7 @@ class DnsWriterApp:
             ):
                 # Only an explicit delete event, and only for this pass's names, removes anything.
                 by_zone[zone][host] = None
-        if rejected:
-            await self._ctx.bus.publish_many(rejected)
+        await self._publish(rejected)
         results: dict[str, list[_Result]] = defaultdict(list)
         rejections: dict[str, tuple[Rejection, int]] = {}
         unfinished: set[str] = set()
@@ -388,7 +396,7 @@ class DnsWriterApp:
                         names=len(wanted),
                     )
                     failure = failure or exc
-        events: list[c.Event] = []
+        events: list[_Emission] = []
         for zone, wanted in by_zone.items():
             for host, desired in wanted.items():
                 if host in unfinished:
@@ -398,8 +406,7 @@ class DnsWriterApp:
                     events.extend(self._rejected(rejection, observed))
                 elif len(results[host]) == len(self._targets):
                     events.extend(self._outcome(host, zone, desired, results[host]))
-        if events:
-            await self._ctx.bus.publish_many(events)
+        await self._publish(events)
         if failure is not None:
             raise failure
 
@@ -520,41 +527,55 @@ class DnsWriterApp:
         last = self._emitted.get(host, (0, None))[0]
         return self._generations.next(last)
 
-    def _rejected(self, rejection: Rejection, observed: int) -> list[c.Event]:
+    async def _publish(self, emissions: list[_Emission]) -> None:
+        """Publish, and only then remember what was said: an event the bus did not take (NATS
+        restarting) must go out again on the retry, not be skipped as already said."""
+        if not emissions:
+            return
+        await self._ctx.bus.publish_many([e.event for e in emissions])
+        for emission in emissions:
+            self._emitted[emission.host] = (emission.event.generation, emission.token)
+            event = emission.event
+            if isinstance(event, c.DnsPublished):
+                values = sorted(v for r in event.records for v in r.values)
+                self._log.info(
+                    "dns published",
+                    fqdn=event.fqdn,
+                    values=values,
+                    zone=event.zone,
+                    providers=event.providers,
+                )
+            elif isinstance(event, c.DnsRemoved):
+                self._log.info("dns values removed", fqdn=event.fqdn)
+            else:
+                self._log.warning(
+                    "name rejected", fqdn=event.fqdn, reason=event.reason, message=event.message
+                )
+
+    def _rejected(self, rejection: Rejection, observed: int) -> list[_Emission]:
         token = ("rejected", rejection.reason, observed)
         if self._emitted.get(rejection.fqdn, (0, None))[1] == token:
             return []
-        self._log.warning(
-            "name rejected",
+        event = c.DnsRejected(
+            generation=self._next_generation(rejection.fqdn),
             fqdn=rejection.fqdn,
             reason=rejection.reason,
             message=rejection.message,
+            observed_generation=observed,
         )
-        generation = self._next_generation(rejection.fqdn)
-        self._emitted[rejection.fqdn] = (generation, token)
-        return [
-            c.DnsRejected(
-                generation=generation,
-                fqdn=rejection.fqdn,
-                reason=rejection.reason,
-                message=rejection.message,
-                observed_generation=observed,
-            )
-        ]
+        return [_Emission(rejection.fqdn, event, token)]
 
     def _outcome(
         self, host: str, zone: str, desired: Desired | None, results: list[_Result]
-    ) -> list[c.Event]:
+    ) -> list[_Emission]:
         published = frozenset(v for r in results for v in r.plan.published)
         providers = [self._targets[r.target].provider.name for r in results if r.plan.published]
         if desired is None or not published:
             token: Any = ("removed",)
             if self._emitted.get(host, (0, None))[1] == token:
                 return []
-            generation = self._next_generation(host)
-            self._emitted[host] = (generation, token)
-            self._log.info("dns values removed", fqdn=host, zone=zone)
-            return [c.DnsRemoved(generation=generation, fqdn=host)]
+            removed = c.DnsRemoved(generation=self._next_generation(host), fqdn=host)
+            return [_Emission(host, removed, token)]
         records = []
         for rtype in ("A", "AAAA"):
             values = sorted(v for v in published if record_type(v) == rtype)
@@ -565,19 +586,13 @@ class DnsWriterApp:
         token = ("published", desired.generation, tuple(records), tuple(providers))
         if self._emitted.get(host, (0, None))[1] == token:
             return []
-        generation = self._next_generation(host)
-        self._emitted[host] = (generation, token)
-        self._log.info(
-            "dns published", fqdn=host, values=sorted(published), zone=zone, providers=providers
+        event = c.DnsPublished(
+            generation=self._next_generation(host),
+            fqdn=host,
+            zone=zone,
+            owner_id=self._owner,
+            records=records,
+            providers=providers,
+            observed_generation=desired.generation,
         )
-        return [
-            c.DnsPublished(
-                generation=generation,
-                fqdn=host,
-                zone=zone,
-                owner_id=self._owner,
-                records=records,
-                providers=providers,
-                observed_generation=desired.generation,
-            )
-        ]
+        return [_Emission(host, event, token)]
