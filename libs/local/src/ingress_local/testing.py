@@ -114,13 +114,39 @@ async def ready(
 ) -> dict[str, Row]:
     wanted = tuple(hosts)
 
+    last: dict[str, Row] = {}
+
     async def all_ready() -> dict[str, Row] | None:
         found = await rows(system)
+        last.clear()
+        last.update(found)
         ok = all(h in found and found[h].condition == "Ready" for h in wanted)
         return found if ok else None
 
-    found: dict[str, Row] = await wait_for(f"{', '.join(wanted)} Ready", all_ready, timeout, 0.3)
+    try:
+        found: dict[str, Row] = await wait_for(
+            f"{', '.join(wanted)} Ready", all_ready, timeout, 0.3
+        )
+    except TimeoutError as exc:
+        # Which stage each host is stuck at is what a failure report needs first.
+        seen = "; ".join(f"{h}: {last.get(h, 'no row')}" for h in wanted)
+        print(complaints(system))  # pytest shows it with the failure
+        raise TimeoutError(f"{exc}; rows: {seen}") from None
     return found
+
+
+def complaints(system: LocalSystem, per_service: int = 5) -> str:
+    """The last warnings and errors each service logged (a failing test's first clue)."""
+    out: list[str] = []
+    for name, child in system.services.items():
+        lines = [
+            line[:400]
+            for line in child.log_tail(200_000).splitlines()
+            if '"level": "warning"' in line or '"level": "error"' in line
+        ]
+        out.append(f"--- {name}: {len(lines)} warnings/errors in the tail, the last:")
+        out.extend(lines[-per_service:])
+    return "\n".join(out)
 
 
 async def serves(
