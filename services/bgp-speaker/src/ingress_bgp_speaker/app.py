@@ -20,7 +20,7 @@ from ingress_events.bus import Consumer, ConsumerSpec
 from ingress_events.envelope import Envelope
 from ingress_events.generation import GenerationClock
 from ingress_events.state import LatestByKey
-from ingress_runtime import ServiceContext
+from ingress_runtime import ServiceContext, cancel_and_wait
 
 from . import metrics
 from .adapters.applier import Applier, ApplyResult
@@ -169,9 +169,7 @@ class BgpSpeakerApp:
         for consumer in self._consumers:
             await consumer.stop()
         if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
+            await cancel_and_wait([self._loop], self._log)
         if self._s.on_shutdown == "withdraw":
             await self._withdraw_all()
 

@@ -16,7 +16,7 @@ from typing import Any
 from ingress_events import Consumer, ConsumerSpec, Envelope, LatestByKey
 from ingress_events import catalogue as c
 from ingress_events.catalogue import Family
-from ingress_runtime import ServiceContext
+from ingress_runtime import ServiceContext, cancel_and_wait
 
 from .adapters.lease import AlwaysLeader, Leadership, LeaseElector
 from .adapters.manifests import ManifestSource
@@ -57,44 +57,6 @@ def default_source(settings: WatcherSettings) -> ObjectSource:
 
         return KubeSource(kube_config(settings), settings)
     return ManifestSource(settings.manifests_dir, settings.poll_interval_seconds)
-
-
-STOP_GRACE_SECONDS = 10.0
-"""How long stop() waits for cancelled tasks before cancelling them again (the status loop's
-clean-up stops its consumers, which may wait out one fetch and one flush)."""
-
-
-async def cancel_and_wait(
-    tasks: list[asyncio.Task[None]],
-    log: Any,
-    *,
-    grace_seconds: float = STOP_GRACE_SECONDS,
-    attempts: int = 3,
-) -> set[asyncio.Task[None]]:
-    """Cancel ``tasks`` and wait until they end; returns the ones still running.
-
-    A task that is still running ``grace_seconds`` after its cancellation swallowed it (code
-    that catches CancelledError, or a library's ``asyncio.wait_for`` on Python 3.11 when the
-    awaited future completes in the same turn): it is logged and cancelled again, and after
-    ``attempts`` rounds stop() gives up on it instead of hanging the shutdown.
-    """
-    pending = {task for task in tasks if not task.done()}
-    for attempt in range(1, attempts + 1):
-        if not pending:
-            break
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=grace_seconds)
-        if pending:
-            log.error(
-                "tasks still running after cancellation; cancelling again",
-                tasks=sorted(task.get_name() for task in pending),
-                attempt=attempt,
-            )
-    for task in tasks:
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            log.error("task had failed", task=task.get_name(), error=repr(task.exception()))
-    return pending
 
 
 async def _wait_set(event: asyncio.Event, seconds: float) -> bool:

@@ -5,7 +5,6 @@ reconciled once: a converged system makes no write and publishes nothing."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -17,7 +16,7 @@ from ingress_events.bus import Consumer, ConsumerSpec
 from ingress_events.envelope import Envelope
 from ingress_events.generation import GenerationClock
 from ingress_events.state import LatestByKey
-from ingress_runtime import ServiceContext
+from ingress_runtime import ServiceContext, cancel_and_wait
 
 from . import metrics
 from .adapters.store import AllocationStore, NatsAllocationStore
@@ -120,9 +119,7 @@ class IpamApp:
 
     async def stop(self) -> None:
         if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+            await cancel_and_wait([self._sweeper], self._ctx.log)
         for consumer in self._consumers:
             await consumer.stop()
 

@@ -24,7 +24,7 @@ from ingress_events.bus import Consumer, ConsumerSpec
 from ingress_events.envelope import Envelope
 from ingress_events.generation import GenerationClock
 from ingress_events.state import LatestByKey
-from ingress_runtime import ServiceContext
+from ingress_runtime import ServiceContext, cancel_and_wait
 
 from .adapters.addresses import DummyVips
 from .adapters.base import Dataplane
@@ -126,9 +126,7 @@ class L4ProgrammerApp:
         for consumer in self._consumers:
             await consumer.stop()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task], self._ctx.log)
 
     async def _handle(self, envelope: Envelope[c.Event]) -> None:
         if self._offer(envelope):
@@ -499,9 +497,7 @@ class L7RoleApp:
         if self._consumer is not None:
             await self._consumer.stop()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task], self._ctx.log)
 
     def _offer(self, event: c.Event) -> bool:
         known = self._vips.get(event.key())

@@ -13,7 +13,6 @@ When a NACKed response changed several domains at once, they are retried one at 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 from collections.abc import Callable
 
@@ -22,7 +21,7 @@ from ingress_events.bus import Consumer, ConsumerSpec
 from ingress_events.envelope import Envelope
 from ingress_events.generation import GenerationClock
 from ingress_events.state import LatestByKey
-from ingress_runtime import ServiceContext
+from ingress_runtime import ServiceContext, cancel_and_wait
 
 from .adapters.files import FileSetWriter, FileXdsServer
 from .adapters.kube_secrets import KubernetesSecretStore, kube_configuration
@@ -158,10 +157,7 @@ class L7ConfigApp(XdsObserver):
         for consumer in self._consumers:
             await consumer.stop()
         await self._xds.stop()
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks, self._log)
         while not self._outbox.empty():
             await self._ctx.bus.publish(self._outbox.get_nowait())
         if isinstance(self._secrets, KubernetesSecretStore):
