@@ -341,16 +341,14 @@ class IpamApp:
     async def _rejected(self, owner: OwnerKey, event: c.Event, reject: Reject) -> None:
         assert self.allocator is not None
         self._pending.add(owner)
-        self._log.warning(
-            "VIP rejected", owner=owner_label(owner), reason=reject.reason, message=reject.message
-        )
         if reject.reason == "PoolExhausted":
             self._metrics_at = 0.0  # count now: the pool's status warns of its exhaustion
+        said = False
         if self.allocator.held_by(owner):
             # The owner keeps what it holds (and its vip.assigned stays the current state of its
             # subject); the refused change is reported on the objects that asked for it.
             for ref in self._objects(owner, event):
-                await self._publish(
+                said |= await self._publish(
                     c.AdmissionRejected(
                         generation=1,
                         component=COMPONENT,
@@ -361,16 +359,23 @@ class IpamApp:
                         ],
                     )
                 )
-            return
-        await self._publish(
-            c.VipRejected(
-                generation=1,
-                owner=owner_of(owner),
+        else:
+            said = await self._publish(
+                c.VipRejected(
+                    generation=1,
+                    owner=owner_of(owner),
+                    reason=reject.reason,
+                    message=reject.message,
+                    observed_generation=event.generation,
+                )
+            )
+        if said:  # once per change, not at every retry of a pending owner
+            self._log.warning(
+                "VIP rejected",
+                owner=owner_label(owner),
                 reason=reject.reason,
                 message=reject.message,
-                observed_generation=event.generation,
             )
-        )
 
     async def _clear_admission(self, owner: OwnerKey, event: c.Event) -> None:
         for ref in self._objects(owner, event):
@@ -384,19 +389,21 @@ class IpamApp:
 
     # ------------------------------------------------------------------ output
 
-    async def _publish(self, event: c.Event) -> None:
+    async def _publish(self, event: c.Event) -> bool:
         """Publish unless the subject already says exactly this (a converged reconcile sends
-        nothing); generations continue above whatever the subject last carried."""
+        nothing); generations continue above whatever the subject last carried. True when it
+        was published."""
         key = event.key()
         last = self._published.get(key)
         if _same(last, event):
-            return
+            return False
         fields: dict[str, Any] = {
             "generation": self._generations.next(last.generation if last else None)
         }
         stamped = event.model_copy(update=fields)
         await self._ctx.bus.publish(stamped)
         self._published[key] = stamped
+        return True
 
     def _refresh_metrics(self, *, force: bool = False) -> bool:
         """Count per pool (metrics and pool warnings); False when skipped. Counting is linear

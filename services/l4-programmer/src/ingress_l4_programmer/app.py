@@ -313,15 +313,14 @@ class L4ProgrammerApp:
             if only is not None and vip not in only:
                 continue
             if intent.problem is not None:
-                self._log.warning(
-                    "VIP refused",
-                    vip=vip,
-                    reason=intent.problem.reason,
-                    message=intent.problem.message,
+                problem = intent.problem
+                said = await self._emit_not_ready(
+                    vip, problem.reason, problem.message, intent.observed_generation
                 )
-                await self._emit_not_ready(
-                    vip, intent.problem.reason, intent.problem.message, intent.observed_generation
-                )
+                if said:  # once per change, not once per resync
+                    self._log.warning(
+                        "VIP refused", vip=vip, reason=problem.reason, message=problem.message
+                    )
                 continue
             await self._emit_programmed(derived, intent, after)
         for vip in sorted(derived.desired.released):
@@ -391,10 +390,10 @@ class L4ProgrammerApp:
 
     async def _emit_not_ready(
         self, vip: str, reason: str, message: str, observed: int | None
-    ) -> None:
+    ) -> bool:
         node = self._settings.node_name
         last = self._published.get((c.Family.L4.value, node, vip))
-        await self._emit(
+        return await self._emit(
             c.L4NotReady(
                 generation=self._gen(last),
                 node=node,
@@ -412,11 +411,7 @@ class L4ProgrammerApp:
         for (kind, ns, name), items in sorted(by_object.items()):
             ref = c.ObjectRef(kind=kind, namespace=ns, name=name)
             last = self._published.get((c.Family.ADMISSION.value, COMPONENT, kind, ns, name))
-            for p in items:
-                self._log.warning(
-                    "rejected", object=f"{kind}/{ns}/{name}", reason=p.reason, message=p.message
-                )
-            await self._emit(
+            said = await self._emit(
                 c.AdmissionRejected(
                     generation=self._gen(last),
                     component=COMPONENT,
@@ -427,6 +422,10 @@ class L4ProgrammerApp:
                     ],
                 )
             )
+            for p in items if said else ():  # once per change, not once per resync
+                self._log.warning(
+                    "rejected", object=f"{kind}/{ns}/{name}", reason=p.reason, message=p.message
+                )
         # An object whose problems are gone is accepted again, so its rejection does not linger.
         for last in list(self._published.values()):
             if isinstance(last, c.AdmissionRejected):
@@ -448,7 +447,8 @@ class L4ProgrammerApp:
     def _slot(event: c.Event) -> tuple[str, ...]:
         return (event.family.value, *event.key())
 
-    async def _emit(self, event: c.Event) -> None:
+    async def _emit(self, event: c.Event) -> bool:
+        """Publish unless the slot already says this; True when it was published."""
         slot = self._slot(event)
         last = self._published.get(slot)
         if (
@@ -456,9 +456,10 @@ class L4ProgrammerApp:
             and type(last) is type(event)
             and last.model_dump(exclude={"generation"}) == event.model_dump(exclude={"generation"})
         ):
-            return
+            return False
         await self._ctx.bus.publish(event)
         self._published[slot] = event
+        return True
 
 
 class L7RoleApp:
