@@ -6,13 +6,22 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ingress_events import catalogue as c
+from ingress_events.catalogue import TOMBSTONES
 from ingress_watcher.adapters.status import InMemoryStatusWriter
 from ingress_watcher.domain.lease import decide, lease_spec, micro_time, released
 from ingress_watcher.domain.normalize import Policy, normalize
 from ingress_watcher.domain.plan import plan
-from ingress_watcher.domain.status import Target, compute, status_patch
-from watcher_objects import base, ingress, service
+from ingress_watcher.domain.status import (
+    StatusIndex,
+    Target,
+    compute,
+    compute_targets,
+    status_patch,
+)
+from watcher_objects import base, domain, ingress, service
 
 pytestmark = pytest.mark.unit
 
@@ -205,3 +214,201 @@ def test_a_take_over_counts_a_transition() -> None:
     assert spec["holderIdentity"] == "me" and spec["leaseTransitions"] == 1
     renewed = lease_spec({"spec": spec}, "me", NOW + timedelta(seconds=5), 15, "renew")
     assert renewed["leaseTransitions"] == 1 and renewed["acquireTime"] == spec["acquireTime"]
+
+
+# ---------------------------------------------------------------------------- incremental rounds
+
+OTHER = "api.example.com"
+NODES = ("n1", "n2")
+ADDRESSES = ("192.0.2.1", "192.0.2.2")
+OWNERS = (
+    c.VipOwner(kind="domain", host=HOST),
+    c.VipOwner(kind="domain", host=OTHER),
+    c.VipOwner(kind="service", namespace="team-a", service="lb"),
+)
+OBJECT_REFS = (
+    c.ObjectRef(kind="Ingress", namespace="team-a", name="web"),
+    c.ObjectRef(kind="Ingress", namespace="team-a", name="api"),
+    c.ObjectRef(kind="Service", namespace="team-a", name="lb"),
+)
+
+
+def _report_kinds() -> st.SearchStrategy[Any]:
+    """Every kind of report status is made of, tombstones included, about our objects."""
+    owners, nodes, vips = (
+        st.sampled_from(OWNERS),
+        st.sampled_from(NODES),
+        st.sampled_from(ADDRESSES),
+    )
+    hosts = st.sampled_from([HOST, OTHER])
+    refs = st.sampled_from(OBJECT_REFS)
+    record = c.DnsRecord(record_type="A", values=["192.0.2.1"], ttl_seconds=60)
+    served = [c.VirtualService(port=80, scheduler="mh", real_servers=1, ready_real_servers=1)]
+    problem = [c.Problem(reason="Bad", field="spec", message="no")]
+    return st.one_of(
+        st.builds(
+            lambda o, a, g: c.VipAssigned(
+                generation=g,
+                owner=o,
+                addresses=a,
+                pool="p",
+                ports=[c.PortSpec(port=80)],
+                observed_generation=1,
+            ),
+            owners,
+            st.lists(vips, min_size=1, max_size=2, unique=True),
+            st.just(1),
+        ),
+        st.builds(
+            lambda o, g: c.VipRejected(
+                generation=g, owner=o, reason="PoolExhausted", message="full", observed_generation=1
+            ),
+            owners,
+            st.just(1),
+        ),
+        st.builds(lambda o, g: c.VipReleased(generation=g, owner=o), owners, st.just(1)),
+        st.builds(
+            lambda h, g: c.DnsPublished(
+                generation=g,
+                fqdn=h,
+                zone="example.com",
+                owner_id="x",
+                records=[record],
+                providers=["knot"],
+                observed_generation=1,
+            ),
+            hosts,
+            st.just(1),
+        ),
+        st.builds(
+            lambda h, g: c.DnsRejected(generation=g, fqdn=h, reason="NoZone", message="none"),
+            hosts,
+            st.just(1),
+        ),
+        st.builds(lambda h, g: c.DnsRemoved(generation=g, fqdn=h), hosts, st.just(1)),
+        st.builds(
+            lambda h, og, g: c.L7Applied(
+                generation=g, host=h, observed_generation=og, envoys=1, config_version="1"
+            ),
+            hosts,
+            st.sampled_from([1, 3 * G]),
+            st.just(1),
+        ),
+        st.builds(
+            lambda h, g: c.L7Rejected(
+                generation=g, host=h, observed_generation=3 * G, reason="EnvoyNack", message="x"
+            ),
+            hosts,
+            st.just(1),
+        ),
+        st.builds(lambda h, g: c.L7Removed(generation=g, host=h), hosts, st.just(1)),
+        st.builds(
+            lambda n, v, g: c.L4Programmed(
+                generation=g,
+                node=n,
+                vip=v,
+                dataplane="ipvs",
+                services=served,
+                observed_generation=1,
+            ),
+            nodes,
+            vips,
+            st.just(1),
+        ),
+        st.builds(
+            lambda n, v, g: c.L4NotReady(
+                generation=g, node=n, vip=v, reason="NoReadyBackends", message="none"
+            ),
+            nodes,
+            vips,
+            st.just(1),
+        ),
+        st.builds(
+            lambda n, v, g: c.L4Removed(generation=g, node=n, vip=v), nodes, vips, st.just(1)
+        ),
+        st.builds(
+            lambda n, v, g: c.RouteAnnounced(generation=g, node=n, vip=v, prefix=f"{v}/32"),
+            nodes,
+            vips,
+            st.just(1),
+        ),
+        st.builds(
+            lambda n, v, g: c.RouteWithdrawn(
+                generation=g, node=n, vip=v, prefix=f"{v}/32", reason="NoReadyBackends"
+            ),
+            nodes,
+            vips,
+            st.just(1),
+        ),
+        st.builds(
+            lambda comp, r, g: c.AdmissionAccepted(
+                generation=g, component=comp, object=r, observed_generation=3
+            ),
+            st.sampled_from(["ipam", "l7-config"]),
+            refs,
+            st.just(1),
+        ),
+        st.builds(
+            lambda comp, r, g: c.AdmissionRejected(
+                generation=g, component=comp, object=r, observed_generation=3, problems=problem
+            ),
+            st.sampled_from(["ipam", "l7-config"]),
+            refs,
+            st.just(1),
+        ),
+        st.builds(
+            lambda comp, r, g: c.AdmissionCleared(generation=g, component=comp, object=r),
+            st.sampled_from(["ipam", "l7-config"]),
+            refs,
+            st.just(1),
+        ),
+        # A domain published again, or deleted (its Ingresses edited away).
+        st.builds(lambda h: ("domain", h, True), hosts),
+        st.builds(lambda h: ("domain", h, False), hosts),
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_report_kinds(), min_size=1, max_size=30))
+def test_recomputing_only_whom_an_event_concerns_equals_recomputing_everything(
+    steps: list[Any],
+) -> None:
+    """The watcher's status rounds recompute the targets :class:`StatusIndex` names for each
+    report and domain event; after every step that must equal a round over every object."""
+    store, published = _state(
+        ingress("team-a", "web", HOST),
+        ingress("team-a", "web-api", HOST, "/api", created="2026-01-04T00:00:00Z"),
+        ingress("team-a", "api", OTHER),
+        domain("team-a", OTHER),
+        service("team-a", "lb", type="LoadBalancer"),
+    )
+    full_domains = {k: e for k, e in published.items() if k[0] is c.Family.DOMAIN}
+    assert len(full_domains) == 2
+    desired = dict(full_domains)
+    reports: dict[Any, c.Event] = {}
+    index = StatusIndex.of(desired, [])
+    shown = compute_targets(store.objects, Policy(), index).status
+    warned = {(w.target, w.key) for w in compute_targets(store.objects, Policy(), index).warnings}
+    for generation, step in enumerate(steps, start=2 * G):
+        if isinstance(step, tuple):
+            _, host, present = step
+            key = (c.Family.DOMAIN, (host,))
+            event: c.Event = (
+                full_domains[key] if present else c.DomainDeleted(generation=generation, host=host)
+            )
+            desired[key] = event
+            touched = index.domain(event)
+        else:
+            event = step.model_copy(update={"generation": generation})
+            reports[(event.family, event.key())] = event
+            touched = index.report(event)
+        partial = compute_targets(store.objects, Policy(), index, touched)
+        for target in touched - set(partial.status):
+            shown.pop(target, None)
+        shown.update(partial.status)
+        warned |= {(w.target, w.key) for w in partial.warnings}
+
+        live = [e for e in reports.values() if type(e) not in TOMBSTONES]
+        everything = compute(store.objects, Policy(), desired, live)
+        assert shown == everything.status
+        assert {(w.target, w.key) for w in everything.warnings} <= warned

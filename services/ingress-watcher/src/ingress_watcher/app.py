@@ -34,7 +34,7 @@ from .domain.normalize import (
     normalize_with_index,
 )
 from .domain.plan import plan, suspicious_emptiness
-from .domain.status import Target, compute, status_patch
+from .domain.status import StatusIndex, Target, compute_targets, status_patch
 from .domain.store import ObjectStore
 from .settings import WatcherSettings
 
@@ -109,6 +109,12 @@ class WatcherApp:
         self.status_rounds = 0
         self._status_dirty = asyncio.Event()
         self._status_targets: set[Target] = set()
+        """Every object whose status we computed last (what a deletion must forget)."""
+        self.status_index = StatusIndex()
+        self._status_pending: set[Target] = set()
+        """Whose status the reports and domains received since the last round may change."""
+        self._status_full = True
+        """The next round recomputes every object (the first, after a take-over or a failure)."""
         self._warned: set[tuple[Target, tuple[str, ...]]] = set()
         self._consumers: list[Consumer] = []
         self._api: Any = None
@@ -179,6 +185,7 @@ class WatcherApp:
 
     async def _on_report(self, envelope: Envelope[c.Event]) -> None:
         if self.reports.offer(envelope):
+            self._status_pending |= self.status_index.report(envelope.event)
             self._status_dirty.set()
 
     async def _start_reports(self) -> None:
@@ -186,6 +193,8 @@ class WatcherApp:
         for family in STATUS_FAMILIES:
             for envelope in (await bus.replay(family)).values():
                 self.reports.offer(envelope)
+        self.status_index = StatusIndex.of(self.published, self.reports.live())
+        self._status_full = True
         for family in STATUS_FAMILIES:
             spec = ConsumerSpec(durable=f"{COMPONENT}-status-{family.value}", family=family)
             self._consumers.append(await bus.consume(spec, self._on_report))
@@ -232,10 +241,24 @@ class WatcherApp:
             self._ctx.log.info("not leading: status writing stopped", identity=self.identity)
 
     async def write_status(self) -> int:
-        """Compute every object's status and write what differs; returns the number of writes."""
+        """Compute the status of every object whose objects, domains or reports changed since
+        the last round (of every object in the first round) and write what differs; returns the
+        number of writes."""
+        everything, touched = self.store.take_status_changes()
+        full = everything or self._status_full
+        pending, self._status_pending, self._status_full = self._status_pending, set(), False
+        targets = None if full else pending | {Target(k, *key) for k, key in touched}
+        try:
+            return await self._write_status(targets)
+        except BaseException:
+            # Nothing of this round is known to be written: the next one does all of it again.
+            self._status_full = True
+            raise
+
+    async def _write_status(self, targets: set[Target] | None) -> int:
         writer = self.status_writer
         assert writer is not None
-        computed = compute(self.store.objects, self._policy, self.published, self.reports.live())
+        computed = compute_targets(self.store.objects, self._policy, self.status_index, targets)
         now = _rfc3339(self._now_us())
         writes = 0
         for target, desired in sorted(computed.status.items()):
@@ -251,10 +274,14 @@ class WatcherApp:
                 continue
             await writer.event(warning, now)
             self._warned.add(slot)
-        gone = self._status_targets - set(computed.status)
+        considered = self._status_targets if targets is None else targets & self._status_targets
+        gone = considered - set(computed.status)
         if gone:
             await writer.forget(gone)
-        self._status_targets = set(computed.status)
+        if targets is None:
+            self._status_targets = set(computed.status)
+        else:
+            self._status_targets = (self._status_targets - gone) | set(computed.status)
         self.status_writes += writes
         self.status_rounds += 1
         return writes
@@ -299,6 +326,7 @@ class WatcherApp:
             await asyncio.sleep(self._settings.resync_seconds)
             # Compare with what the bus really holds: a lost or rebuilt bus is repaired here.
             self.published = await self._publisher.current()
+            self._status_pending |= self.status_index.reset_domains(self.published)
             self._dirty.set()
 
     def _update_backend_keys(
@@ -357,6 +385,8 @@ class WatcherApp:
         await self._publisher.publish(result.publish)
         for event in result.publish:
             self.published[key_of_event(event)] = event
+            if event.family is Family.DOMAIN:
+                self._status_pending |= self.status_index.domain(event)
             if isinstance(event, c.AdmissionRejected):
                 self._ctx.log.warning(
                     "object rejected",

@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 from .objects import KINDS, Obj, ObjKey, key_of, labels_of
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+STATUS_KINDS = frozenset({"Ingress", "Service"})
+"""The kinds that carry status: a change of one of them needs its own status recomputed."""
+EVERY_STATUS_KINDS = frozenset({"IngressClass"})
+"""A change of one of these may change which objects are ours: every status is recomputed."""
 
 
 @dataclass
@@ -47,6 +51,8 @@ class ObjectStore:
         self.slices: dict[tuple[str, str], dict[ObjKey, Obj]] = {}
         """EndpointSlices by (namespace, Service name) of their service-name label."""
         self._changes = Changes()
+        self._status_touched: set[tuple[str, ObjKey]] = set()
+        self._status_everything = True
 
     def _index(self, kind: str, key: ObjKey, old: Obj | None, new: Obj | None) -> None:
         if kind != "EndpointSlice":
@@ -62,6 +68,10 @@ class ObjectStore:
 
     def _changed(self, kind: str, *objs: Obj | None) -> None:
         self._changes.kinds.add(kind)
+        if kind in STATUS_KINDS:
+            self._status_touched.update((kind, key_of(o, kind)) for o in objs if o is not None)
+        elif kind in EVERY_STATUS_KINDS:
+            self._status_everything = True
         if kind == "Ingress":
             self._changes.ingresses.update(key_of(o, kind) for o in objs if o is not None)
         for obj in objs:
@@ -90,6 +100,8 @@ class ObjectStore:
         gone = [k for k in self.objects.get(kind, {}) if k not in fresh]
         self.objects[kind] = fresh
         self._changes.wholesale = True
+        if kind in STATUS_KINDS or kind in EVERY_STATUS_KINDS:
+            self._status_everything = True
         if kind == "EndpointSlice":
             self.slices = {}
             for key, obj in fresh.items():
@@ -100,6 +112,14 @@ class ObjectStore:
         """What changed since the last call (and forget it)."""
         changes, self._changes = self._changes, Changes()
         return changes
+
+    def take_status_changes(self) -> tuple[bool, set[tuple[str, ObjKey]]]:
+        """(everything, the (kind, key) of every Ingress and Service changed) since the last
+        call: what the status writer must recompute. Separate from :meth:`take_changes`, as the
+        leader's status rounds and the reconciles run at their own pace."""
+        everything, touched = self._status_everything, self._status_touched
+        self._status_everything, self._status_touched = False, set()
+        return everything, touched
 
     def count(self) -> int:
         return sum(len(v) for v in self.objects.values())
