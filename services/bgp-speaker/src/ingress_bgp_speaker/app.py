@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from .adapters.applier import Applier, ApplyResult
 from .adapters.bird import BirdControl, BirdSocket, BirdUnavailable, ProtocolStatus
 from .adapters.files import ConfigFile, ConfigStore, SecretReader, SecretsDirectory
 from .domain import announce as a
-from .domain.model import BirdDesired, PeerConfig, PoolConfig
+from .domain.model import BirdDesired, PeerConfig, PoolConfig, parse_address
 from .domain.plan import BirdTarget
 from .domain.render import host_prefix, peer_protocol_name, render
 from .domain.validate import Secret, peer_applies_to, validate_peer, validate_pool
@@ -633,7 +632,7 @@ class BgpSpeakerApp:
         for vip in sorted(set(plan.state) | set(readiness) | set(self._emitted)):
             before = self._emitted.get(vip)
             if vip in announced:
-                peers = self._established_peers(ipaddress.ip_address(vip).version)
+                peers = self._established_peers(parse_address(vip).version)
                 if before is not None and before.announced and before.detail == peers:
                     continue
                 gen = self._gen.next(before.generation if before else None)

@@ -17,7 +17,7 @@ import hashlib
 import ipaddress
 import re
 
-from .model import BirdDesired, PeerConfig, PoolConfig
+from .model import BirdDesired, PeerConfig, PoolConfig, parse_address
 
 STATIC_PROTOCOL = {4: "vips4", 6: "vips6"}
 _SYMBOL_UNSAFE = re.compile(r"[^a-z0-9]")
@@ -31,7 +31,7 @@ def peer_protocol_name(peer: str) -> str:
 
 
 def host_prefix(vip: str) -> str:
-    ip = ipaddress.ip_address(vip)
+    ip = parse_address(vip)
     return f"{ip}/{ip.max_prefixlen}"
 
 
@@ -105,12 +105,12 @@ def render(desired: BirdDesired) -> str:
         lines += _filter(pools, family)
     by_family: dict[int, list[ipaddress.IPv4Address | ipaddress.IPv6Address]] = {4: [], 6: []}
     for vip in desired.routes:
-        ip = ipaddress.ip_address(vip)
+        ip = parse_address(vip)
         by_family[ip.version].append(ip)
     for family in (4, 6):
         lines.append(f"protocol static {STATIC_PROTOCOL[family]} {{")
         lines.append(f"  ipv{family};")
-        lines += [f"  route {host_prefix(str(ip))} blackhole;" for ip in sorted(by_family[family])]
+        lines += [f"  route {ip}/{ip.max_prefixlen} blackhole;" for ip in sorted(by_family[family])]
         lines += ["}", ""]
     for peer in sorted(desired.peers, key=lambda p: p.name):
         lines += _peer(peer)
