@@ -8,7 +8,9 @@ they hold and ack them), drains the NATS connection and exits: nothing in flight
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
@@ -84,12 +86,44 @@ async def serve(
     return 0
 
 
+DUMP_TASKS = signal.SIGUSR2
+"""Print every asyncio task's stack to stderr (a service that waits on something forever)."""
+DUMP_THREADS = signal.SIGUSR1
+"""Print every thread's Python stack to stderr, even while the event loop is blocked."""
+
+
+def _await_chain(task: asyncio.Task[object]) -> list[str]:
+    """Where a task waits, down the chain of awaits (``Task.print_stack`` shows only the
+    outermost coroutine, which is rarely the one stuck)."""
+    lines = []
+    coro: object = task.get_coro()
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            code = frame.f_code
+            lines.append(f"    {code.co_filename}:{frame.f_lineno} in {code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return lines
+
+
+def dump_tasks() -> None:
+    tasks = asyncio.all_tasks()
+    out = [f"--- {len(tasks)} asyncio tasks (SIGUSR2)"]
+    for task in sorted(tasks, key=lambda t: t.get_name()):
+        out += [f"  task {task.get_name()}:", *_await_chain(task)]
+    print("\n".join(out), file=sys.stderr, flush=True)
+
+
 def run_service(name: str, settings: S, factory: Callable[[ServiceContext[S]], App]) -> int:
     async def main() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        # What a stuck service was doing, for whoever has to kill it (the local runner sends
+        # both before SIGKILL, so the stacks end up in the service's log).
+        loop.add_signal_handler(DUMP_TASKS, dump_tasks)
+        faulthandler.register(DUMP_THREADS, all_threads=True)
         return await serve(name, settings, factory, stop)
 
     return asyncio.run(main())

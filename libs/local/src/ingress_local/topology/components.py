@@ -63,6 +63,9 @@ class Child:
     log_path: Path
     env: dict[str, str] | None = None
     proc: subprocess.Popen[bytes] | None = None
+    dumps_stacks: bool = False
+    """A service of ours: before SIGKILL it is asked for its task and thread stacks
+    (ingress_runtime's SIGUSR2 and SIGUSR1), so its log says where it was stuck."""
 
     def start(self) -> Child:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,6 +110,11 @@ class Child:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 clean = False
+                if self.dumps_stacks:
+                    for sig in (signal.SIGUSR2, signal.SIGUSR1):
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(self.proc.pid, sig)
+                        time.sleep(1.0)
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)

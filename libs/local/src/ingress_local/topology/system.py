@@ -372,7 +372,7 @@ class LocalSystem:
                 continue
             env = self.service_env(entry, xds_port)
             argv = [path, "run"]
-            child = comp.Child(entry.name, argv, self.log_of(entry.name), env)
+            child = comp.Child(entry.name, argv, self.log_of(entry.name), env, dumps_stacks=True)
             self.services[entry.name] = child.start()
             self.o.say(f"started {entry.name} (log: {child.log_path})")
         for entry in self.missing:
@@ -474,7 +474,11 @@ class LocalSystem:
         )
         for name, clean in zip(order, results, strict=True):
             if not clean:
-                problems.append(f"{name} did not stop in 30 s; killed")
+                # The run directory goes below: keep where it was stuck (the stacks it printed).
+                problems.append(
+                    f"{name} did not stop in 30 s; killed. The end of its log:\n"
+                    + self.services[name].log_tail(6000)
+                )
         for child in reversed(self.infra):
             if not await asyncio.to_thread(child.stop, 10.0):
                 problems.append(f"{child.name} did not stop in 10 s; killed")
