@@ -131,6 +131,29 @@ def test_a_vip_in_a_range_but_excluded_is_outside() -> None:
         assert (d.vips[vip].problem is None) is inside
 
 
+def test_every_domain_vip_shares_one_checked_envoy_pool() -> None:
+    # The pool's spec is computed once per pass and shared by every domain VIP: each VIP still
+    # gets exactly the valid Envoys, and a bad endpoint is one problem per port, not per VIP.
+    d = derive(
+        assigned=[domain_vip(f"d{i}.example.com", f"198.51.100.{i}", gen=i) for i in (1, 2, 3)],
+        released=[],
+        endpoints=_backends(*envoy_pool(["10.0.1.1", "2001:db8:1::1", "198.51.100.2"])),
+        pools=[pool()],
+        config=IPVS,
+    )
+    for i in (1, 2, 3):
+        for port in (80, 443):
+            spec = d.desired.services[VsKey(f"198.51.100.{i}", "TCP", port)]
+            assert spec.reals == {Real("10.0.1.1", port): 100}
+    refused = sorted((p.field, p.message) for p in d.problems if p.reason == "InvalidRealServer")
+    assert refused == [
+        ("endpoints[1]", "port 443: IPv6 endpoint behind an IPv4 VIP"),
+        ("endpoints[1]", "port 80: IPv6 endpoint behind an IPv4 VIP"),
+        ("endpoints[2]", "port 443: 198.51.100.2 is a VIP; a real server behind itself would loop"),
+        ("endpoints[2]", "port 80: 198.51.100.2 is a VIP; a real server behind itself would loop"),
+    ]
+
+
 octets = st.integers(1, 254)
 
 
