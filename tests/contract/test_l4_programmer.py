@@ -202,6 +202,41 @@ async def test_an_event_reads_and_writes_only_its_vip(
         await app.stop()
 
 
+async def test_a_change_does_not_wait_for_a_resync_that_falls_due_with_it(
+    bus: Bus, event_capture: EventCapture, kernel: FakeDataplane
+) -> None:
+    """Under a steady stream of changes the resync falls due on an event: that event's VIP is
+    programmed by its own scoped pass, and the whole-table pass follows right after it."""
+    import asyncio
+
+    await bus.publish(pool())
+    for e in envoy_pool(["10.0.1.1"]):
+        await bus.publish(e)
+    app = _app(bus, kernel, resync=1.0)
+    passes: list[tuple[bool, set[str], frozenset[str]]] = []
+    reconcile = app.reconcile
+
+    async def recorded(full: bool = True) -> int:
+        known = {a for e in app._inputs.live(c.Family.VIP) for a in getattr(e, "addresses", [])}
+        passes.append((full, known, frozenset(kernel.state.addresses)))
+        return await reconcile(full)
+
+    await app.start()
+    app.reconcile = recorded  # type: ignore[method-assign]
+    try:
+        for i in range(6):  # one change every 0.4 s, so the resync falls due on one of them
+            vip = f"198.51.100.{10 + i}"
+            await bus.publish(domain_vip(f"d{i}.example.com", vip, gen=10 + i))
+            await event_capture.wait_for(_is(c.L4Programmed, vip))
+            await asyncio.sleep(0.4)
+        assert any(full for full, _, _ in passes), passes  # the resync did run
+        for full, known, bound in passes:
+            if full:  # what had arrived was programmed by its own pass, before the resync
+                assert known <= bound, passes
+    finally:
+        await app.stop()
+
+
 async def test_the_l7_role_binds_domain_vips_and_unbinds_only_released_ones(bus: Bus) -> None:
     import asyncio
 
