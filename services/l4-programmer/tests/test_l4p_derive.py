@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ingress_events import catalogue as c
-from ingress_l4_programmer.domain.desired import DeriveConfig, derive
+from ingress_l4_programmer.domain.desired import DeriveCache, DeriveConfig, derive
 from ingress_l4_programmer.domain.model import EMPTY_KERNEL, Real, VsKey, apply_ops, describe
 from ingress_l4_programmer.domain.nft import render_changes, render_table
 from ingress_l4_programmer.domain.plan import plan
@@ -170,6 +170,104 @@ def test_a_bad_vip_never_changes_the_good_ones(good: list[int], bad: list[int]) 
     mixed = derive(good_vips + bad_vips, [], eps, [pool()], IPVS)
     assert mixed.desired == alone.desired
     assert all(mixed.vips[f"203.0.113.{i}"].problem is not None for i in bad)
+
+
+_OWNERS = [
+    c.VipOwner(kind="domain", host="a.example.com"),
+    c.VipOwner(kind="domain", host="b.example.com"),
+    c.VipOwner(kind="service", namespace="team-a", service="web"),
+    c.VipOwner(kind="service", namespace="team-b", service="web"),
+]
+_ADDRESSES = ["198.51.100.1", "198.51.100.2", "198.51.100.3", "203.0.113.5", "2001:db8::1"]
+_assignment = st.builds(
+    lambda owner, addresses, ports, key, gen: c.VipAssigned(
+        generation=gen,
+        owner=owner,
+        addresses=addresses,
+        pool="public",
+        ports=[c.PortSpec(port=p) for p in ports],
+        sharing_key=key,
+        observed_generation=gen,
+    ),
+    st.sampled_from(_OWNERS),
+    st.lists(st.sampled_from(_ADDRESSES), min_size=1, max_size=2),
+    st.lists(st.sampled_from([80, 443, 8080]), min_size=1, max_size=3, unique=True),
+    st.sampled_from([None, "k"]),
+    st.integers(1, 6),
+)
+# Endpoints that are fine, of the other family, a VIP themselves, or drained.
+_backend = st.builds(
+    lambda ns, svc, port, addresses, terminating: endpoints(
+        ns, svc, port, addresses, terminating=terminating
+    ),
+    st.sampled_from(["ingress-domain", "team-a"]),
+    st.sampled_from(["envoy", "web"]),
+    st.sampled_from([80, 443, 8080]),
+    st.lists(
+        st.sampled_from(["10.0.1.1", "10.0.1.2", "198.51.100.2", "2001:db8:1::1"]),
+        max_size=3,
+        unique=True,
+    ),
+    st.sampled_from([(), ("10.0.1.2",)]),
+)
+_pools = st.sampled_from(
+    [
+        [pool()],
+        [pool(cidrs=("198.51.100.0/30",))],
+        [pool(), c.PoolDesired(generation=2, pool="other", cidrs=["203.0.113.0/24"])],
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_a_cached_derive_equals_one_from_scratch(data: st.DataObject) -> None:
+    # The cache reuses what the inputs did not change, recognized by identity: the steps pick
+    # from one set of event objects (so most are reused) and add new ones, some of equal content.
+    assignments = data.draw(st.lists(_assignment, min_size=1, max_size=8))
+    backends = data.draw(st.lists(_backend, min_size=1, max_size=6))
+    cache = DeriveCache()
+    for _ in range(data.draw(st.integers(1, 6))):
+        assignments.extend(data.draw(st.lists(_assignment, max_size=2)))
+        backends.extend(data.draw(st.lists(_backend, max_size=2)))
+        live = data.draw(st.lists(st.sampled_from(assignments), max_size=8, unique_by=id))
+        eps = _backends(*data.draw(st.lists(st.sampled_from(backends), max_size=4)))
+        released = [
+            c.VipReleased(generation=9, owner=_OWNERS[0], addresses=[a])
+            for a in data.draw(st.lists(st.sampled_from(_ADDRESSES), max_size=2))
+        ]
+        pools = data.draw(_pools)
+        cached = derive(live, released, eps, pools, IPVS, cache)
+        assert cached == derive(live, released, eps, pools, IPVS)
+
+
+def test_a_new_vip_derives_its_address_alone() -> None:
+    cache = DeriveCache()
+    eps = _backends(*envoy_pool(["10.0.1.1"]))
+    live = [domain_vip(f"d{i}.example.com", f"198.51.100.{i}", gen=i) for i in range(1, 50)]
+    derive(live, [], eps, [pool()], IPVS, cache)
+    assert cache.recomputed == 49
+    live.append(domain_vip("new.example.com", "198.51.100.60", gen=60))
+    derived = derive(live, [], eps, [pool()], IPVS, cache)
+    assert cache.recomputed == 1
+    assert derived == derive(live, [], eps, [pool()], IPVS)
+
+
+def test_an_endpoint_that_becomes_a_vip_is_refused_behind_every_vip() -> None:
+    # Nothing about the Envoy pool's event changed, yet one of its addresses is now a VIP.
+    cache = DeriveCache()
+    eps = _backends(*envoy_pool(["10.0.1.1", "198.51.100.2"]))
+    live = [domain_vip("a.example.com", "198.51.100.1", gen=1)]
+    before = derive(live, [], eps, [pool()], IPVS, cache)
+    assert (
+        Real("198.51.100.2", 80) in before.desired.services[VsKey("198.51.100.1", "TCP", 80)].reals
+    )
+    live.append(service_vip("team-a", "db", "198.51.100.2", (5432,), gen=2))
+    after = derive(live, [], eps, [pool()], IPVS, cache)
+    assert after.desired.services[VsKey("198.51.100.1", "TCP", 80)].reals == {
+        Real("10.0.1.1", 80): 100
+    }
+    assert after == derive(live, [], eps, [pool()], IPVS)
 
 
 def _golden(name: str, text: str) -> None:

@@ -31,7 +31,15 @@ from .adapters.base import Dataplane
 from .adapters.ipvs import IpvsDataplane
 from .adapters.l7 import Decap, L7Decap
 from .adapters.nftables import NftDataplane
-from .domain.desired import BackendKey, DeriveConfig, Derived, ObjectProblem, VipIntent, derive
+from .domain.desired import (
+    BackendKey,
+    DeriveCache,
+    DeriveConfig,
+    Derived,
+    ObjectProblem,
+    VipIntent,
+    derive,
+)
 from .domain.l7 import L7Plan, plan_l7
 from .domain.model import (
     AddAddress,
@@ -88,6 +96,7 @@ class L4ProgrammerApp:
         self._last_desired: DesiredState | None = None
         self._last_full = 0.0
         self._last_vips: dict[str, VipIntent] = {}
+        self._derive_cache = DeriveCache()
         self.reconciles = 0
         self.last_writes = -1
         self.last_keys: int | None = None
@@ -178,6 +187,7 @@ class L4ProgrammerApp:
                 weight=s.weight if self._dataplane.name == "ipvs" else 1,
                 tunnel=self._dataplane.forward == "tunnel",
             ),
+            cache=self._derive_cache,
         )
 
     def _released(self) -> list[c.Event]:

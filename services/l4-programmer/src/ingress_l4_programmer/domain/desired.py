@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ingress_events import catalogue as c
@@ -103,12 +103,21 @@ def _within(address: str, nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Netw
     return any(parsed in net for net in nets)
 
 
-def pool_of(vip: str, pools: Iterable[c.PoolDesired]) -> str | None:
-    """The first pool (by name) that holds ``vip``; ``pools`` in name order."""
-    for pool in pools:
-        nets, excluded = _pool_networks(pool)
+PoolTable = list[
+    tuple[str, tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], frozenset[str]]
+]
+
+
+def pool_table(pools: Iterable[c.PoolDesired]) -> PoolTable:
+    """Each pool's name, networks and excluded addresses, in the order given."""
+    return [(pool.pool, *_pool_networks(pool)) for pool in pools]
+
+
+def pool_of(vip: str, pools: PoolTable) -> str | None:
+    """The first pool of ``pools`` (a :func:`pool_table`, in name order) that holds ``vip``."""
+    for name, nets, excluded in pools:
         if vip not in excluded and _within(vip, nets):
-            return pool.pool
+            return name
     return None
 
 
@@ -123,11 +132,12 @@ def owner_ref(owner: c.VipOwner) -> tuple[str, str, str]:
 
 
 def real_server_problem(
-    endpoint: c.Endpoint, vip: str, port: int, vips: frozenset[str], tunnel: bool
+    endpoint: c.Endpoint, family: int, port: int, vips: frozenset[str], tunnel: bool
 ) -> str | None:
+    """Why ``endpoint`` cannot serve a VIP of this address ``family`` on ``port``, or None."""
     address = ipaddress.ip_address(endpoint.address)
-    if address.version != ipaddress.ip_address(vip).version:
-        return f"IPv{address.version} endpoint behind an IPv{ipaddress.ip_address(vip).version} VIP"
+    if address.version != family:
+        return f"IPv{address.version} endpoint behind an IPv{family} VIP"
     if (
         address.is_unspecified
         or address.is_loopback
@@ -147,104 +157,131 @@ def real_server_problem(
     return None
 
 
+SpecKey = tuple[BackendKey, Proto, int]
+"""A backend, the protocol and the VIP's address family: all a virtual service's spec depends
+on besides the endpoints, the config and which endpoint addresses are VIPs."""
+
+
+@dataclass(frozen=True)
+class _Spec:
+    event: c.BackendEndpoints | None
+    looked_at: frozenset[str]
+    """The endpoint addresses checked, and of those, the ones that were VIPs: the spec holds
+    while that intersection does (a new VIP elsewhere changes nothing here)."""
+    vips_among: frozenset[str]
+    spec: VsSpec
+    problems: tuple[ObjectProblem, ...]
+
+
+@dataclass(frozen=True)
+class _Share:
+    """One address's part of a pass. It depends only on the assignments that hold the address
+    (in their order), the pools, the config and the specs it uses; every clash, sharing key and
+    port holder is between assignments of one address."""
+
+    assignments: tuple[c.VipAssigned, ...]
+    specs: dict[SpecKey, VsSpec]
+    """The spec of every backend it sends to, as this share used it."""
+    services: dict[VsKey, VsSpec]
+    bindings: dict[VsKey, SpecKey]
+    """The backend behind each service that has one (a domain VIP's port outside the Envoy
+    pool's ports has none): a changed spec is bound again without deriving the address."""
+    intent: VipIntent
+    problems: tuple[ObjectProblem, ...]
+
+    def rebound(self, spec_of: Callable[[SpecKey], VsSpec]) -> _Share:
+        specs = {k: spec_of(k) for k in self.specs}
+        services = {
+            key: specs[self.bindings[key]] if key in self.bindings else spec
+            for key, spec in self.services.items()
+        }
+        return _Share(self.assignments, specs, services, self.bindings, self.intent, self.problems)
+
+
+class DeriveCache:
+    """What the last :func:`derive` computed, per address and per backend, so that the next
+    one recomputes only the addresses and backends whose inputs changed (one new VIP among
+    10,000 derives one address; what remains of the pass is grouping and comparing).
+    Inputs are recognized by identity (the service keeps the newest event object per key), so
+    a new object of equal content is recomputed, which costs time, never correctness."""
+
+    def __init__(self) -> None:
+        self.context: tuple[object, ...] | None = None
+        self.specs: dict[SpecKey, _Spec] = {}
+        self.shares: dict[str, _Share] = {}
+        self.recomputed = 0
+        """Addresses the last pass derived anew (the rest were reused)."""
+
+
 def derive(
     assigned: Iterable[c.VipAssigned],
     released: Iterable[c.VipReleased],
     endpoints: Mapping[BackendKey, c.BackendEndpoints],
     pools: Iterable[c.PoolDesired],
     config: DeriveConfig,
+    cache: DeriveCache | None = None,
 ) -> Derived:
+    """The desired state from the events; with ``cache``, reusing what the last pass with the
+    same cache derived from the same inputs (the result is the same either way)."""
     pools = sorted(pools, key=lambda p: p.pool)
     assigned = sorted(assigned, key=lambda a: (a.generation, a.owner.key()))
-    problems: list[ObjectProblem] = []
-    vips: dict[str, VipIntent] = {}
-    services: dict[VsKey, VsSpec] = {}
+    cache = cache if cache is not None else DeriveCache()
+    context = (tuple(pools), config)
+    if cache.context != context:
+        cache.context, cache.specs, cache.shares = context, {}, {}
     all_vips = frozenset(addr for a in assigned for addr in a.addresses)
-    # (vip, protocol, port) -> the owner holding it; the earliest assignment wins a clash.
-    holders: dict[tuple[str, Proto, int], c.VipOwner] = {}
-    sharing: dict[str, str | None] = {}
-    first_owner: dict[str, c.VipOwner] = {}
-    specs: dict[tuple[BackendKey, Proto, int], VsSpec] = {}
-
+    by_address: dict[str, list[c.VipAssigned]] = {}
     for a in assigned:
-        kind, ns, name = owner_ref(a.owner)
         for vip in a.addresses:
-            if _version(vip) != 4:
-                vips.setdefault(
-                    vip,
-                    VipIntent(
-                        vip,
-                        a.generation,
-                        (),
-                        Refusal(
-                            "UnsupportedAddressFamily",
-                            f"{vip}: only IPv4 VIPs are programmed (IP-in-IP and the nftables "
-                            "table are IPv4)",
-                        ),
-                    ),
-                )
-                continue
-            pool = pool_of(vip, pools)
-            if pool is None:
-                vips[vip] = VipIntent(
-                    vip,
-                    a.generation,
-                    (),
-                    Refusal(
-                        "VipOutsidePool",
-                        f"{vip} is outside every configured VIP pool; this node only binds "
-                        "addresses of its pools",
-                    ),
-                )
-                continue
-            if (
-                vip in first_owner
-                and first_owner[vip] != a.owner
-                and (a.sharing_key is None or sharing[vip] != a.sharing_key)
-            ):
-                other = first_owner[vip]
-                problems.append(
-                    ObjectProblem(
-                        kind,
-                        ns,
-                        name,
-                        "AddressInUse",
-                        "vip.addresses",
-                        f"{vip} is already served for {'/'.join(other.key())} without a "
-                        "common sharing key",
-                    )
-                )
-                continue
-            first_owner.setdefault(vip, a.owner)
-            sharing.setdefault(vip, a.sharing_key)
-            keys: list[VsKey] = list(vips[vip].services) if vip in vips else []
-            for port_spec in a.ports:
-                slot = (vip, port_spec.protocol, port_spec.port)
-                holder = holders.get(slot)
-                if holder is not None and holder != a.owner:
-                    problems.append(
-                        ObjectProblem(
-                            kind,
-                            ns,
-                            name,
-                            "PortClash",
-                            f"ports[{port_spec.port}/{port_spec.protocol}]",
-                            f"{vip}:{port_spec.port}/{port_spec.protocol} is already served for "
-                            f"{'/'.join(holder.key())}",
-                        )
-                    )
-                    continue
-                holders[slot] = a.owner
-                key = VsKey(vip, port_spec.protocol, port_spec.port)
-                services[key] = _spec_for(a, key, endpoints, config, all_vips, problems, specs)
-                if key not in keys:
-                    keys.append(key)
-            vips[vip] = VipIntent(
-                vip,
-                max(a.generation, vips[vip].observed_generation if vip in vips else 0),
-                tuple(sorted(keys)),
-            )
+            by_address.setdefault(vip, []).append(a)
 
+    current: dict[SpecKey, VsSpec] = {}
+
+    def spec_of(key: SpecKey) -> VsSpec:
+        known = current.get(key)
+        if known is not None:
+            return known
+        entry = cache.specs.get(key)
+        event = endpoints.get(key[0])
+        if (
+            entry is None
+            or (entry.event is not event and entry.event != event)
+            or entry.looked_at & all_vips != entry.vips_among
+        ):
+            entry = cache.specs[key] = _compute_spec(key, event, config, all_vips)
+        current[key] = entry.spec
+        return entry.spec
+
+    shares: dict[str, _Share] = {}
+    recomputed = 0
+    table = pool_table(pools)
+    for vip, members in by_address.items():
+        group = tuple(members)
+        share = cache.shares.get(vip)
+        if share is None or share.assignments != group:
+            share = _share_of(vip, group, table, config, spec_of)
+            recomputed += 1
+        else:
+            for key, spec in share.specs.items():
+                if spec_of(key) is not spec:
+                    share = share.rebound(spec_of)
+                    break
+        shares[vip] = share
+    # Addresses and backends no longer in use leave the cache with this pass.
+    cache.shares, cache.recomputed = shares, recomputed
+    cache.specs = {k: v for k, v in cache.specs.items() if k in current}
+
+    services: dict[VsKey, VsSpec] = {}
+    vips: dict[str, VipIntent] = {}
+    problems: list[ObjectProblem] = []
+    used: set[SpecKey] = set()
+    for vip, share in shares.items():
+        services.update(share.services)
+        vips[vip] = share.intent
+        problems.extend(share.problems)
+        used.update(share.specs)
+    for key in sorted(used):
+        problems.extend(cache.specs[key].problems)
     served = frozenset(v for v, intent in vips.items() if intent.problem is None)
     gone = frozenset(addr for r in released for addr in r.addresses) - all_vips
     return Derived(
@@ -254,66 +291,141 @@ def derive(
     )
 
 
-def _spec_for(
-    a: c.VipAssigned,
-    key: VsKey,
-    endpoints: Mapping[BackendKey, c.BackendEndpoints],
+def _share_of(
+    vip: str,
+    group: tuple[c.VipAssigned, ...],
+    pools: PoolTable,
     config: DeriveConfig,
-    all_vips: frozenset[str],
-    problems: list[ObjectProblem],
-    specs: dict[tuple[BackendKey, Proto, int], VsSpec],
-) -> VsSpec:
-    if a.owner.kind == "domain":
-        if key.port not in config.pool_ports:
-            return VsSpec(config.scheduler, {})
-        backend: BackendKey = (config.pool_namespace, config.pool_service, key.port)
-    else:
-        assert a.owner.namespace is not None and a.owner.service is not None
-        backend = (a.owner.namespace, a.owner.service, key.port)
-    # Within a pass the spec depends on the VIP only through its family: the same Envoy pool
-    # stands behind every domain VIP, and computing it once per VIP and port was most of a pass
-    # (10,000 domains). Its problems are reported against the Service, identical for every VIP.
-    family = 6 if ":" in key.vip else 4
-    memo = (backend, key.protocol, family)
-    known = specs.get(memo)
-    if known is None:
-        known = specs[memo] = _compute_spec(key, backend, endpoints, config, all_vips, problems)
-    return known
-
-
-def _compute_spec(
-    key: VsKey,
-    backend: BackendKey,
-    endpoints: Mapping[BackendKey, c.BackendEndpoints],
-    config: DeriveConfig,
-    all_vips: frozenset[str],
-    problems: list[ObjectProblem],
-) -> VsSpec:
-    event = endpoints.get(backend)
-    reals: dict[Real, int] = {}
-    if event is None or event.protocol != key.protocol:
-        return VsSpec(config.scheduler, reals)
-    for i, ep in enumerate(event.endpoints):
-        if not (ep.ready or (ep.serving and ep.terminating)):
-            continue
-        why = real_server_problem(ep, key.vip, key.port, all_vips, config.tunnel)
-        if why is not None:
+    spec_of: Callable[[SpecKey], VsSpec],
+) -> _Share:
+    """The address's services and intent from its assignments, earliest first: the earliest
+    assignment wins a clash."""
+    specs: dict[SpecKey, VsSpec] = {}
+    services: dict[VsKey, VsSpec] = {}
+    bindings: dict[VsKey, SpecKey] = {}
+    problems: list[ObjectProblem] = []
+    family = _version(vip)
+    if family != 4:
+        refusal = Refusal(
+            "UnsupportedAddressFamily",
+            f"{vip}: only IPv4 VIPs are programmed (IP-in-IP and the nftables table are IPv4)",
+        )
+        refused = VipIntent(vip, group[0].generation, (), refusal)
+        return _Share(group, specs, services, bindings, refused, ())
+    if pool_of(vip, pools) is None:
+        refusal = Refusal(
+            "VipOutsidePool",
+            f"{vip} is outside every configured VIP pool; this node only binds addresses of its "
+            "pools",
+        )
+        refused = VipIntent(vip, group[-1].generation, (), refusal)
+        return _Share(group, specs, services, bindings, refused, ())
+    intent: VipIntent | None = None
+    first: c.VipOwner | None = None
+    sharing: str | None = None
+    holders: dict[tuple[Proto, int], c.VipOwner] = {}
+    for a in group:
+        kind, ns, name = owner_ref(a.owner)
+        if (
+            first is not None
+            and first != a.owner
+            and (a.sharing_key is None or sharing != a.sharing_key)
+        ):
             problems.append(
                 ObjectProblem(
-                    "Service",
-                    backend[0],
-                    backend[1],
-                    "InvalidRealServer",
-                    f"endpoints[{i}]",
-                    f"port {key.port}: {why}",
+                    kind,
+                    ns,
+                    name,
+                    "AddressInUse",
+                    "vip.addresses",
+                    f"{vip} is already served for {'/'.join(first.key())} without a common "
+                    "sharing key",
                 )
             )
             continue
-        real = Real(ep.address, ep.port if not config.tunnel else key.port)
-        # A terminating endpoint that still serves is drained: no new connections, old ones live.
-        weight = config.weight if ep.ready and not ep.terminating else 0
-        reals[real] = max(reals.get(real, 0), weight)
-    return VsSpec(config.scheduler, reals)
+        if first is None:
+            first, sharing = a.owner, a.sharing_key
+        keys: list[VsKey] = list(intent.services) if intent is not None else []
+        for port_spec in a.ports:
+            slot = (port_spec.protocol, port_spec.port)
+            holder = holders.get(slot)
+            if holder is not None and holder != a.owner:
+                problems.append(
+                    ObjectProblem(
+                        kind,
+                        ns,
+                        name,
+                        "PortClash",
+                        f"ports[{port_spec.port}/{port_spec.protocol}]",
+                        f"{vip}:{port_spec.port}/{port_spec.protocol} is already served for "
+                        f"{'/'.join(holder.key())}",
+                    )
+                )
+                continue
+            holders[slot] = a.owner
+            key = VsKey(vip, port_spec.protocol, port_spec.port)
+            backend: BackendKey | None
+            if a.owner.kind == "domain":
+                # The same Envoy pool stands behind every domain VIP (one spec for them all).
+                in_pool = key.port in config.pool_ports
+                backend = (
+                    (config.pool_namespace, config.pool_service, key.port) if in_pool else None
+                )
+            else:
+                assert a.owner.namespace is not None and a.owner.service is not None
+                backend = (a.owner.namespace, a.owner.service, key.port)
+            if backend is None:
+                services[key] = VsSpec(config.scheduler, {})
+            else:
+                spec_key = bindings[key] = (backend, key.protocol, family)
+                services[key] = specs[spec_key] = spec_of(spec_key)
+            if key not in keys:
+                keys.append(key)
+        intent = VipIntent(
+            vip,
+            max(a.generation, intent.observed_generation if intent is not None else 0),
+            tuple(sorted(keys)),
+        )
+    assert intent is not None  # the earliest assignment always takes the address
+    return _Share(group, specs, services, bindings, intent, tuple(problems))
+
+
+def _compute_spec(
+    key: SpecKey,
+    event: c.BackendEndpoints | None,
+    config: DeriveConfig,
+    all_vips: frozenset[str],
+) -> _Spec:
+    backend, protocol, family = key
+    port = backend[2]
+    reals: dict[Real, int] = {}
+    problems: list[ObjectProblem] = []
+    looked_at: set[str] = set()
+    if event is not None and event.protocol == protocol:
+        for i, ep in enumerate(event.endpoints):
+            if not (ep.ready or (ep.serving and ep.terminating)):
+                continue
+            looked_at.add(ep.address)
+            why = real_server_problem(ep, family, port, all_vips, config.tunnel)
+            if why is not None:
+                problems.append(
+                    ObjectProblem(
+                        "Service",
+                        backend[0],
+                        backend[1],
+                        "InvalidRealServer",
+                        f"endpoints[{i}]",
+                        f"port {port}: {why}",
+                    )
+                )
+                continue
+            real = Real(ep.address, ep.port if not config.tunnel else port)
+            # A terminating endpoint that still serves is drained: no new connections, old
+            # ones live.
+            weight = config.weight if ep.ready and not ep.terminating else 0
+            reals[real] = max(reals.get(real, 0), weight)
+    seen = frozenset(looked_at)
+    return _Spec(event, seen, seen & all_vips, VsSpec(config.scheduler, reals), tuple(problems))
 
 
 def _dedupe(problems: list[ObjectProblem]) -> list[ObjectProblem]:
