@@ -284,6 +284,35 @@ async def test_invalid_messages_are_dead_lettered_and_the_consumer_goes_on(bus: 
     await consumer.stop()  # type: ignore[attr-defined]
 
 
+async def test_a_failure_outside_the_handler_never_ends_the_consumer(
+    bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Once, a dns-writer's route consumer ended on something raised outside its handler and
+    # the service went on without route events (nothing logged). Now the consumer goes on and
+    # the message comes back after ack_wait.
+    decode = bus._decode
+    failures: list[str] = []
+
+    def fails_once(msg):  # type: ignore[no-untyped-def]
+        if not failures:
+            failures.append(msg.subject)
+            raise RuntimeError("not the handler's fault")
+        return decode(msg)
+
+    monkeypatch.setattr(bus, "_decode", fails_once)
+    seen, consumer = await _collect(
+        bus,
+        ConsumerSpec("dns", c.Family.DOMAIN, fetch_timeout_seconds=0.2, ack_wait_seconds=1.0),
+    )
+    await bus.publish(domain(1, "a.example.com"))
+    await bus.publish(domain(1, "b.example.com"))
+    await wait_until(lambda: {e.event.host for e in seen} == {"a.example.com", "b.example.com"})  # type: ignore[attr-defined]
+    assert failures and not consumer.failed  # type: ignore[attr-defined]
+    await bus.publish(domain(2, "c.example.com"))
+    await wait_until(lambda: any(e.event.host == "c.example.com" for e in seen))  # type: ignore[attr-defined]
+    await consumer.stop()  # type: ignore[attr-defined]
+
+
 async def test_a_permanent_error_is_dead_lettered_at_once(bus: Bus) -> None:
     async def refuse(env: Envelope[c.Event]) -> None:
         raise PermanentError("OutsideManagedZones", "shop.example.com is in no managed zone")

@@ -614,6 +614,8 @@ class Consumer:
         self._outcomes: dict[tuple[str, str], Any] = {}
         self.idle = asyncio.Event()
         """Set whenever a fetch finds nothing pending: the consumer has caught up."""
+        self.failed = False
+        """Set when the consumer ended without being stopped (logged as an error)."""
 
     @property
     def name(self) -> str:
@@ -621,6 +623,22 @@ class Consumer:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"consumer:{self._spec.durable}")
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        # A consumer that ends while nobody stopped it leaves its service deaf to one family:
+        # never silently (an unretrieved task exception is only reported if the task is
+        # garbage-collected, and this object keeps it).
+        nc = self._bus.nats
+        if task.cancelled() or self._stopping.is_set() or nc.is_closed or nc.is_draining:
+            return  # stopped, or the whole connection is closing (the service is exiting)
+        self.failed = True
+        error = task.exception()
+        log.error(
+            "consumer ended while running; this service no longer receives these events",
+            extra={"consumer": self._spec.durable, "error": repr(error)},
+            exc_info=error,
+        )
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -664,7 +682,7 @@ class Consumer:
                 self.idle.set()
                 continue
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
-                return
+                return  # the connection is gone for good (reported by _ended unless stopping)
             except Exception:
                 log.exception("fetch failed; retrying", extra={"consumer": spec.durable})
                 await asyncio.sleep(1.0)
@@ -673,8 +691,20 @@ class Consumer:
             caught_up = False
             # Messages already fetched are handled even when a stop arrives meanwhile: none lost.
             for msg in msgs:
-                await self._handle(msg)
-            pending = msgs[-1].metadata.num_pending
+                try:
+                    await self._handle(msg)
+                except Exception:
+                    # Whatever went wrong outside the handler (an ack that could not be sent,
+                    # a message that is not a JetStream one), the consumer goes on: an unacked
+                    # message comes back after ack_wait, and handlers are level-triggered.
+                    log.exception(
+                        "message not handled; it is redelivered after ack_wait",
+                        extra={"consumer": spec.durable, "subject": msg.subject},
+                    )
+            try:
+                pending = msgs[-1].metadata.num_pending
+            except Exception:  # not a JetStream message: nothing to say about the backlog
+                continue
             metrics.CONSUMER_PENDING.labels(spec.durable).set(pending)
             if pending == 0:
                 caught_up = True
