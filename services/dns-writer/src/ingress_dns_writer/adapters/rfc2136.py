@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 
 import aiodns
 import dns.asyncbackend
@@ -22,6 +23,7 @@ import dns.asyncquery
 import dns.exception
 import dns.message
 import dns.name
+import dns.node
 import dns.rcode
 import dns.rdata
 import dns.rdataclass
@@ -32,6 +34,7 @@ import dns.rdtypes.IN.AAAA
 import dns.tsig
 import dns.tsigkeyring
 import dns.update
+import dns.xfr
 import dns.zone
 from dns._asyncbackend import StreamSocket
 
@@ -137,6 +140,13 @@ class Rfc2136Provider:
             self._keyring = None
         self._idle: list[StreamSocket] = []
         """Open TCP connections to the server, each carrying one exchange at a time."""
+        self._copies: dict[str, dns.zone.Zone] = {}
+        """The zone as the last transfer left it: the next one asks only for what changed
+        since its serial (IXFR, RFC 1995), as a secondary server does."""
+        self.transfers = {"full": 0, "incremental": 0}
+        """Whole-zone reads by kind of transfer asked for."""
+        self._nodes: dict[str, dict[dns.name.Name, _Node]] = {}
+        self._states: dict[str, dict[str, tuple[_Node | None, _Node | None, NameState]]] = {}
 
     # ------------------------------------------------------------------ writing
 
@@ -298,11 +308,37 @@ class Rfc2136Provider:
         return _state(frozenset(addresses), ttl, cname, frozenset(texts))
 
     async def _transfer(self, zone: str) -> ZoneView:
+        """The whole zone. Once a copy is held, an IXFR brings only the changes since its serial
+        (a 10,000-name AXFR was seconds of parsing on the event loop, every time our own writes
+        moved the serial); the server may answer with the whole zone instead, which dnspython
+        applies the same way. A copy that cannot be brought up to date is dropped: the next
+        read is a full transfer."""
         origin = dns.name.from_text(zone + ".")
-        holder = dns.zone.Zone(origin)
-        query = dns.message.make_query(origin, dns.rdatatype.AXFR)
-        if self._keyring is not None and self._keyname is not None:
-            query.use_tsig(self._keyring, self._keyname, algorithm=self._algorithm)
+        copy = self._copies.pop(zone, None)
+        if copy is not None:
+            try:
+                holder = await self._xfr(zone, copy, incremental=True)
+            except (Unavailable, AuthRejected):
+                raise  # a full transfer would fail the same way
+            except (dns.exception.DNSException, Refused, NotAuthoritative):
+                # The serial went backwards (the zone was recreated), the server keeps no
+                # history that far back and refused, or the changes did not apply to our copy.
+                holder = await self._xfr(zone, dns.zone.Zone(origin), incremental=False)
+        else:
+            holder = await self._xfr(zone, dns.zone.Zone(origin), incremental=False)
+        self._copies[zone] = holder
+        return self._view(zone, holder)
+
+    async def _xfr(self, zone: str, holder: dns.zone.Zone, incremental: bool) -> dns.zone.Zone:
+        query, _ = dns.xfr.make_query(
+            holder,
+            serial=0 if incremental else None,
+            keyring=self._keyring,
+            keyname=self._keyname,
+            keyalgorithm=self._algorithm,
+        )
+        self.transfers["incremental" if incremental else "full"] += 1
+        kind = "IXFR" if incremental else "AXFR"
         try:
             await dns.asyncquery.inbound_xfr(
                 self._server,
@@ -313,53 +349,65 @@ class Rfc2136Provider:
                 timeout=max(self._timeout, 5.0),
                 lifetime=max(self._timeout, 60.0),
             )
+        except dns.xfr.SerialWentBackwards:
+            raise
         except _TSIG_ERRORS as exc:
-            raise AuthRejected(f"{self.name} rejected our TSIG on AXFR of {zone}: {exc}") from exc
+            raise AuthRejected(f"{self.name} rejected our TSIG on {kind} of {zone}: {exc}") from exc
         except dns.xfr.TransferError as exc:
             rcode = exc.rcode
             if rcode == dns.rcode.NOTAUTH:
-                raise NotAuthoritative(f"{self.name}: AXFR of {zone} NOTAUTH") from exc
-            raise Refused(f"{self.name} refused AXFR of {zone}: {exc}") from exc
+                raise NotAuthoritative(f"{self.name}: {kind} of {zone} NOTAUTH") from exc
+            raise Refused(f"{self.name} refused {kind} of {zone}: {exc}") from exc
         except dns.exception.FormError as exc:
-            raise NotAuthoritative(f"{self.name} answered AXFR of {zone} unsigned") from exc
+            raise NotAuthoritative(f"{self.name} answered {kind} of {zone} unsigned") from exc
         except (OSError, EOFError, TimeoutError, dns.exception.Timeout) as exc:
-            raise Unavailable(f"{self.name} unreachable for AXFR of {zone}: {exc}") from exc
+            raise Unavailable(f"{self.name} unreachable for {kind} of {zone}: {exc}") from exc
+        return holder
+
+    def _view(self, zone: str, holder: dns.zone.Zone) -> ZoneView:
+        """The names of the zone copy. A transfer replaces only the nodes it changes (dnspython
+        copies a node on write), so a node still the same object is not read again, and a name
+        whose node and registry node are both unchanged keeps its state: after an IXFR, turning
+        10,000 nodes back into names costs a dictionary walk, not 10,000 parses."""
+        origin = holder.origin
+        assert origin is not None
         view = ZoneView(zone)
-        raw: dict[str, dict[str, object]] = {}
         prefix = self._prefix
+        before = self._nodes.get(zone, {})
+        nodes: dict[dns.name.Name, _Node] = {}
+        by_fqdn: dict[str, _Node] = {}
+        registry: dict[str, _Node] = {}
         for rel, node in holder.nodes.items():
-            fqdn = rel.derelativize(origin).to_text(omit_final_dot=True).lower()
-            entry = raw.setdefault(fqdn, {})
-            for rdataset in node.rdatasets:
-                if rdataset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
-                    entry.setdefault("addresses", set()).update(  # type: ignore[attr-defined]
-                        r.address for r in rdataset
-                    )
-                    entry["ttl"] = rdataset.ttl
-                elif rdataset.rdtype == dns.rdatatype.CNAME:
-                    entry["cname"] = True
-                elif rdataset.rdtype == dns.rdatatype.SOA:
-                    view.serial = int(rdataset[0].serial)
-                elif rdataset.rdtype == dns.rdatatype.TXT:
-                    entry["texts"] = {_txt_text(r) for r in rdataset}
-        for fqdn, entry in raw.items():
-            base = _registry_base(fqdn, prefix)
-            if base is not None:
-                texts = entry.get("texts", set())
-                raw.setdefault(base, {})
-                raw[base]["registry"] = texts
-        for fqdn, entry in list(raw.items()):
-            if _registry_base(fqdn, prefix) is not None:
+            known = before.get(rel)
+            if known is None or known.node is not node:
+                known = _Node.read(rel.derelativize(origin), node)
+            nodes[rel] = known
+            if known.serial is not None:
+                view.serial = known.serial
+            base = _registry_base(known.fqdn, prefix)
+            if base is None:
+                by_fqdn[known.fqdn] = known
+            else:
+                registry[base] = known
+        self._nodes[zone] = nodes
+        old_states = self._states.get(zone, {})
+        states: dict[str, tuple[_Node | None, _Node | None, NameState]] = {}
+        for fqdn in by_fqdn.keys() | registry.keys():
+            own, reg = by_fqdn.get(fqdn), registry.get(fqdn)
+            kept = old_states.get(fqdn)
+            if kept is not None and kept[0] is own and kept[1] is reg:
+                states[fqdn] = kept
+                view.names[fqdn] = kept[2]
                 continue
-            addresses = frozenset(entry.get("addresses", set()))  # type: ignore[call-overload]
-            texts = frozenset(entry.get("registry", set()))  # type: ignore[call-overload]
-            cname = bool(entry.get("cname", False))
+            addresses = own.addresses if own is not None else frozenset()
+            texts = reg.texts if reg is not None else frozenset()
+            cname = own is not None and own.cname
             if not addresses and not texts and not cname:
                 continue
-            ttl = entry.get("ttl")
-            view.names[fqdn] = _state(
-                addresses, ttl if isinstance(ttl, int) else None, cname, texts
-            )
+            state = _state(addresses, own.ttl if own is not None else None, cname, texts)
+            states[fqdn] = (own, reg, state)
+            view.names[fqdn] = state
+        self._states[zone] = states
         return view
 
     # ------------------------------------------------------------------ verifying
@@ -417,6 +465,39 @@ async def _close(stream: StreamSocket | None) -> None:
     if stream is not None:
         with contextlib.suppress(Exception):
             await stream.close()  # type: ignore[no-untyped-call]
+
+
+@dataclass(frozen=True)
+class _Node:
+    """What one node of a zone copy holds, read once per node object."""
+
+    node: dns.node.Node
+    fqdn: str
+    addresses: frozenset[str]
+    ttl: int | None
+    cname: bool
+    texts: frozenset[str]
+    serial: int | None
+
+    @classmethod
+    def read(cls, name: dns.name.Name, node: dns.node.Node) -> _Node:
+        addresses: set[str] = set()
+        ttl: int | None = None
+        cname = False
+        texts: frozenset[str] = frozenset()
+        serial: int | None = None
+        for rdataset in node.rdatasets:
+            if rdataset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+                addresses.update(r.address for r in rdataset)
+                ttl = rdataset.ttl
+            elif rdataset.rdtype == dns.rdatatype.CNAME:
+                cname = True
+            elif rdataset.rdtype == dns.rdatatype.SOA:
+                serial = int(rdataset[0].serial)
+            elif rdataset.rdtype == dns.rdatatype.TXT:
+                texts = frozenset(_txt_text(r) for r in rdataset)
+        fqdn = name.to_text(omit_final_dot=True).lower()
+        return cls(node, fqdn, frozenset(addresses), ttl, cname, texts, serial)
 
 
 def _registry_base(fqdn: str, prefix: str) -> str | None:
