@@ -643,7 +643,10 @@ class Consumer:
     async def stop(self) -> None:
         self._stopping.set()
         if self._task is not None:
-            await self._task
+            # A consumer that already ended on an error was reported then (``_ended``); its
+            # exception must not stop the rest of the service from stopping.
+            with contextlib.suppress(Exception):
+                await self._task
         # A pull request may have delivered more than the last fetch returned; those messages are
         # ours (the server counts them as delivered), so handle them too rather than leave them
         # to be redelivered only after ack_wait.
