@@ -3,9 +3,14 @@ against reply text captured from BIRD 2.0.12."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import pytest
 from ingress_bgp_speaker.adapters.applier import Applier
 from ingress_bgp_speaker.adapters.bird import (
+    BirdSocket,
+    BirdUnavailable,
     FakeBird,
     ProtocolStatus,
     parse_bfd_sessions,
@@ -160,3 +165,47 @@ def test_parse_bfd_sessions_and_bgp_states() -> None:
     down = ProtocolStatus("p", "BGP", "down", since, "Received: Administrative shutdown")
     assert (down.bgp_state, down.last_error) == ("Down", "Received: Administrative shutdown")
     assert ProtocolStatus("p", "BGP", "start", since, "Weird").bgp_state == "Unknown"
+
+
+async def test_a_reply_read_in_blocks_is_whole_however_the_socket_cuts_it(tmp_path: Path) -> None:
+    """The control socket's bytes arrive in pieces that cut lines anywhere (and a greeting may
+    share a read with nothing else): the reply is every line up to the final one, no more."""
+    routes = [
+        f"     10.100.{i // 256}.{i % 256}/32  blackhole [vips4 x] * (200)" for i in range(3000)
+    ]
+    answer = "\n".join(["1007-Table master4:", *routes, "0000 ", ""]).encode()
+    commands: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"0001 BIRD 2.0.12 ready.\n")
+        await writer.drain()
+        commands.append(await reader.readline())
+        for start in range(0, len(answer), 7919):  # a prime: cuts fall mid-line
+            writer.write(answer[start : start + 7919])
+            await writer.drain()
+            await asyncio.sleep(0)
+        writer.write(b"0000 not part of this reply\n")
+        await writer.drain()
+        writer.close()
+
+    path = str(tmp_path / "bird.ctl")
+    server = await asyncio.start_unix_server(serve, path)
+    async with server:
+        got = await BirdSocket(path).static_routes()
+    assert commands[0] == b"show route protocol vips4\n"
+    assert len(got) == 3000 and "10.100.11.183/32" in got
+
+
+async def test_a_reply_cut_short_is_an_unavailable_bird(tmp_path: Path) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"0001 BIRD 2.0.12 ready.\n")
+        await reader.readline()
+        writer.write(b"1007-Table master4:\n     10.0.0.1/32 blackhole")
+        await writer.drain()
+        writer.close()
+
+    path = str(tmp_path / "bird.ctl")
+    server = await asyncio.start_unix_server(serve, path)
+    async with server:
+        with pytest.raises(BirdUnavailable):
+            await BirdSocket(path).protocols()

@@ -26,7 +26,7 @@ from .adapters.applier import Applier, ApplyResult
 from .adapters.bird import BirdControl, BirdSocket, BirdUnavailable, ProtocolStatus
 from .adapters.files import ConfigFile, ConfigStore, SecretReader, SecretsDirectory
 from .domain import announce as a
-from .domain.model import BirdDesired, PeerConfig, PoolConfig, parse_address
+from .domain.model import BirdDesired, PeerConfig, PoolConfig, PoolMembership, parse_address
 from .domain.plan import BirdTarget
 from .domain.render import host_prefix, peer_protocol_name, render
 from .domain.validate import Secret, peer_applies_to, validate_peer, validate_pool
@@ -106,6 +106,7 @@ class BgpSpeakerApp:
         self._peer_events: dict[str, c.PeerDesired | c.PeerDeleted] = {}
         self._good_pools: dict[str, PoolConfig] = {}
         self._retired_pools: dict[str, PoolConfig] = {}
+        self._membership = PoolMembership(())
         self._good_peers: dict[str, PeerConfig] = {}
         self._applied_peers: dict[str, PeerConfig] = {}
         self._bird_refused: dict[str, tuple[int, str]] = {}
@@ -270,7 +271,9 @@ class BgpSpeakerApp:
             if isinstance(event, c.VipAssigned)
             for address in event.addresses
         }
-        readiness = a.vip_readiness(assigned, self._l4, pools)
+        if self._membership.pools != tuple(pools):
+            self._membership = PoolMembership(pools)
+        readiness = a.vip_readiness(assigned, self._l4, self._membership)
         plan = a.plan_announcements(readiness, self._route_state, now, self._s.hold_down_seconds)
         self._wake_at = plan.wake_at
         result = await self._apply(peers, pools, plan.announced, problems_out)
@@ -629,10 +632,11 @@ class BgpSpeakerApp:
         out: list[c.Event] = []
         announced = plan.announced
         metrics.ANNOUNCED.set(len(announced))
-        for vip in sorted(set(plan.state) | set(readiness) | set(self._emitted)):
+        established = {family: self._established_peers(family) for family in (4, 6)}
+        for vip in sorted(plan.state.keys() | readiness.keys() | self._emitted.keys()):
             before = self._emitted.get(vip)
             if vip in announced:
-                peers = self._established_peers(parse_address(vip).version)
+                peers = established[parse_address(vip).version]
                 if before is not None and before.announced and before.detail == peers:
                     continue
                 gen = self._gen.next(before.generation if before else None)

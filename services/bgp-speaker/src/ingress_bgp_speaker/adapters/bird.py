@@ -139,10 +139,11 @@ class BirdSocket:
     async def _command(self, command: str) -> Reply:
         reader, writer = await asyncio.open_unix_connection(self.socket_path, limit=1 << 20)
         try:
-            await self._read_reply(reader)  # the "0001 BIRD x.y ready." greeting
+            # the "0001 BIRD x.y ready." greeting
+            _, rest = await self._read_reply(reader, b"")
             writer.write(command.encode() + b"\n")
             await writer.drain()
-            reply = await self._read_reply(reader)
+            reply, _ = await self._read_reply(reader, rest)
         finally:
             writer.close()
         for code, text in reply:
@@ -151,15 +152,23 @@ class BirdSocket:
         return reply
 
     @staticmethod
-    async def _read_reply(reader: asyncio.StreamReader) -> Reply:
+    async def _read_reply(reader: asyncio.StreamReader, pending: bytes) -> tuple[Reply, bytes]:
+        """One reply, and whatever was read after its final line. Read in blocks, not a line
+        at a time: ``show route`` of 10,000 routes is 10,000 lines, and one await per line was
+        most of the time a read-back took."""
         reply: Reply = []
         code = 0
         while True:
-            raw = await reader.readuntil(b"\n")
-            code, text, final = parse_reply_line(raw.decode(errors="replace").rstrip("\n"), code)
-            reply.append((code, text))
-            if final:
-                return reply
+            *lines, partial = pending.split(b"\n")
+            for index, raw in enumerate(lines):
+                code, text, final = parse_reply_line(raw.decode(errors="replace"), code)
+                reply.append((code, text))
+                if final:
+                    return reply, b"\n".join([*lines[index + 1 :], partial])
+            chunk = await reader.read(1 << 16)
+            if not chunk:
+                raise asyncio.IncompleteReadError(partial, None)
+            pending = partial + chunk
 
     async def check(self, path: str) -> str | None:
         try:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ingress_events import catalogue as c
 
-from .model import PoolConfig
+from .model import PoolConfig, PoolMembership
 
 # Why a VIP is not announced (Reason strings of route.withdrawn).
 NOT_PROGRAMMED = "L4NotProgrammed"
@@ -34,20 +34,23 @@ class Readiness:
     """Why not, when not ready."""
 
 
+READY = Readiness(True, None)
+
+
 def vip_readiness(
     assigned: Iterable[str],
     l4: Mapping[str, c.L4Programmed | c.L4NotReady | c.L4Removed],
-    pools: Iterable[PoolConfig],
+    pools: Iterable[PoolConfig] | PoolMembership,
 ) -> dict[str, Readiness]:
     """Readiness of every VIP this node knows about (assigned, or with l4 state)."""
-    pool_list = list(pools)
+    in_pools = pools if isinstance(pools, PoolMembership) else PoolMembership(pools)
     assigned_set = set(assigned)
     out: dict[str, Readiness] = {}
-    for vip in assigned_set | set(l4):
+    for vip in assigned_set | l4.keys():
         state = l4.get(vip)
         if vip not in assigned_set:
             out[vip] = Readiness(False, RELEASED)
-        elif not any(p.contains(vip) for p in pool_list):
+        elif vip not in in_pools:
             out[vip] = Readiness(False, OUTSIDE_POOLS)
         elif state is None:
             out[vip] = Readiness(False, NOT_PROGRAMMED)
@@ -58,7 +61,7 @@ def vip_readiness(
         elif not any(s.ready_real_servers > 0 for s in state.services):
             out[vip] = Readiness(False, NO_READY_BACKENDS)
         else:
-            out[vip] = Readiness(True, None)
+            out[vip] = READY
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -52,6 +53,22 @@ class PoolConfig:
     def contains(self, address: str) -> bool:
         ip = parse_address(address)
         return any(ip.version == net.version and ip in net for net in self.networks)
+
+
+class PoolMembership:
+    """Whether an address lies in one of a set of pools, remembered per address: every pass
+    asks for every VIP, and pools change seldom (a new set of pools is a new membership). What
+    it remembers is bounded by the addresses ipam assigns, i.e. by the pools themselves."""
+
+    def __init__(self, pools: Iterable[PoolConfig]) -> None:
+        self.pools = tuple(pools)
+        self._known: dict[str, bool] = {}
+
+    def __contains__(self, address: str) -> bool:
+        known = self._known.get(address)
+        if known is None:
+            known = self._known[address] = any(p.contains(address) for p in self.pools)
+        return known
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ Shape of the output:
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import ipaddress
 import re
 
 from .model import BirdDesired, PeerConfig, PoolConfig, parse_address
@@ -30,9 +30,19 @@ def peer_protocol_name(peer: str) -> str:
     return f"peer_{_SYMBOL_UNSAFE.sub('_', peer)[:40]}_{digest}"
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def host_prefix(vip: str) -> str:
     ip = parse_address(vip)
     return f"{ip}/{ip.max_prefixlen}"
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _route(vip: str) -> tuple[int, int, str]:
+    """(family, address as a number, the config line) of one VIP's host route. Every pass
+    renders every announced VIP again; formatting and ordering 10,000 address objects was most
+    of a render, sorting plain numbers is not."""
+    ip = parse_address(vip)
+    return ip.version, int(ip), f"  route {ip}/{ip.max_prefixlen} blackhole;"
 
 
 def _pool_clause(pool: PoolConfig, family: int) -> list[str]:
@@ -103,14 +113,11 @@ def render(desired: BirdDesired) -> str:
         lines += ["protocol bfd {", "}", ""]
     for family in (4, 6):
         lines += _filter(pools, family)
-    by_family: dict[int, list[ipaddress.IPv4Address | ipaddress.IPv6Address]] = {4: [], 6: []}
-    for vip in desired.routes:
-        ip = parse_address(vip)
-        by_family[ip.version].append(ip)
+    routes = sorted(_route(vip) for vip in desired.routes)
     for family in (4, 6):
         lines.append(f"protocol static {STATIC_PROTOCOL[family]} {{")
         lines.append(f"  ipv{family};")
-        lines += [f"  route {ip}/{ip.max_prefixlen} blackhole;" for ip in sorted(by_family[family])]
+        lines += [line for version, _, line in routes if version == family]
         lines += ["}", ""]
     for peer in sorted(desired.peers, key=lambda p: p.name):
         lines += _peer(peer)
