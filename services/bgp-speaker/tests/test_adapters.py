@@ -43,6 +43,16 @@ async def test_converged_apply_writes_nothing() -> None:
     assert (store.writes, bird.configures) == (writes, configures)
 
 
+async def test_routes_are_read_before_a_change_only_when_the_file_does_not_tell() -> None:
+    applier, bird, _ = _applier()
+    assert (await applier.apply(TARGET)).outcome == "applied"
+    assert bird.route_reads == 1  # the read-back; the missing file already said "configure"
+    assert (await applier.apply(TARGET)).outcome == "unchanged"
+    assert bird.route_reads == 2  # the file is the target's: only BIRD's routes can tell
+    bird.running = ""  # BIRD reverted on its own (no confirm came): the file still says new
+    assert (await applier.apply(TARGET)).outcome == "applied"
+
+
 async def test_refused_config_keeps_the_previous_one() -> None:
     applier, bird, store = _applier()
     await applier.apply(TARGET)

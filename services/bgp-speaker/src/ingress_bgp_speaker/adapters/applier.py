@@ -34,11 +34,18 @@ class Applier:
         self._store = store
         self._timeout = confirm_timeout_seconds
 
-    async def read_current(self) -> tuple[BirdCurrent, list[ProtocolStatus]]:
+    async def read_current(
+        self, target: BirdTarget | None = None
+    ) -> tuple[BirdCurrent, list[ProtocolStatus]]:
+        """What BIRD runs. Given the target, BIRD's routes are read only when the file on disk
+        is the target's: otherwise the file alone decides that BIRD must be reconfigured, and
+        reading back 10,000 routes only to learn so doubled the cost of every change."""
         protocols = await self._bird.protocols()
+        text = self._store.read()
+        needed = target is None or text == target.config_text
         current = BirdCurrent(
-            config_text=self._store.read(),
-            static_routes=await self._bird.static_routes(),
+            config_text=text,
+            static_routes=await self._bird.static_routes() if needed else frozenset(),
             bgp_protocols=frozenset(p.name for p in protocols if p.proto == "BGP"),
         )
         return current, protocols
@@ -49,7 +56,7 @@ class Applier:
         def result(outcome: Outcome, message: str, protocols: list[ProtocolStatus]) -> ApplyResult:
             return ApplyResult(outcome, message, protocols, time.perf_counter() - started)
 
-        current, protocols = await self.read_current()
+        current, protocols = await self.read_current(target)
         plan = plan_apply(target, current)
         if not plan.write:
             return result("unchanged", plan.reason, protocols)

@@ -229,6 +229,7 @@ class FakeBird:
         self.bfd: dict[str, str] = {}
         self.unavailable = False
         """True: every read raises BirdUnavailable, as a stopped BIRD's socket does."""
+        self.route_reads = 0
 
     async def check(self, path: str) -> str | None:
         if path not in self._files:
@@ -254,6 +255,7 @@ class FakeBird:
 
     async def static_routes(self) -> frozenset[str]:
         self._answer()
+        self.route_reads += 1
         return frozenset(_FAKE_ROUTE_RE.findall(self.running))
 
     async def protocols(self) -> list[ProtocolStatus]:
