@@ -256,3 +256,63 @@ async def test_a_route_event_the_bus_refused_goes_out_once_it_is_back(bus: Bus) 
         assert envelope is not None and isinstance(envelope.event, c.RouteAnnounced)
     finally:
         await app.stop()
+
+
+async def test_shared_moved_and_repooled_vips_are_planned_from_what_changed(
+    bus: Bus, event_capture: EventCapture
+) -> None:
+    """Each pass plans only the VIPs an event touched: a VIP two owners share stays out while
+    either holds it, an owner moving to another address leaves the old one to the other owner,
+    and a change of pools looks at every VIP again."""
+    files: dict[str, str] = {}
+    bird = FakeBird(files)
+    bird.established.add(peer_protocol_name("tor-1"))
+    app = BgpSpeakerApp(
+        context(bus, node="l4-a"),
+        bird=bird,
+        store=MemoryConfigStore("/run/bird/bird.conf", files),
+        secrets=MemorySecrets(),
+    )
+    await bus.publish(pool())
+    await bus.publish(peer("tor-1", "10.0.0.1"))
+    await app.start()
+    try:
+        await bus.publish(vip("a.example.com", "10.100.0.20"))
+        await bus.publish(vip("b.example.com", "10.100.0.20"))
+        await bus.publish(programmed("l4-a", "10.100.0.20"))
+        await bus.publish(programmed("l4-a", "10.100.0.21"))
+        await event_capture.wait_for(_is(c.RouteAnnounced, vip="10.100.0.20"))
+
+        # a.example.com moves to .21: .20 is still b's, .21 is now assigned and programmed.
+        await bus.publish(vip("a.example.com", "10.100.0.21"))
+        await event_capture.wait_for(_is(c.RouteAnnounced, vip="10.100.0.21"))
+        assert "route 10.100.0.20/32 blackhole;" in bird.running
+
+        await bus.publish(
+            c.VipReleased(
+                generation=10**15,
+                owner=c.VipOwner(kind="domain", host="b.example.com"),
+                addresses=["10.100.0.20"],
+            )
+        )
+        await event_capture.wait_for(_is(c.RouteWithdrawn, vip="10.100.0.20", reason="VipReleased"))
+        assert "10.100.0.20/32" not in bird.running
+        assert "route 10.100.0.21/32 blackhole;" in bird.running
+
+        # The pool shrinks past .21 (no event names the VIP), then grows back.
+        await bus.publish(pool(cidrs=("10.100.0.0/28",)))
+        await event_capture.wait_for(
+            _is(c.RouteWithdrawn, vip="10.100.0.21", reason="VipOutsidePools")
+        )
+        assert "10.100.0.21/32" not in bird.running
+        is_announced = _is(c.RouteAnnounced, vip="10.100.0.21")
+
+        def announcements() -> int:
+            return sum(1 for captured in event_capture.events if is_announced(captured))
+
+        before = announcements()
+        await bus.publish(pool())
+        await wait_until(lambda: announcements() > before)
+        assert "route 10.100.0.21/32 blackhole;" in bird.running
+    finally:
+        await app.stop()

@@ -202,3 +202,66 @@ def test_plan_apply_writes_exactly_when_bird_differs(
 def test_password_hash_helper_matches_catalogue_format() -> None:
     event = peer("p", "10.0.0.1", password="x")
     assert event.password_hash == hashlib.sha256(b"x").hexdigest()
+
+
+READINESS_CHOICES = st.sampled_from(
+    [None, a.READY, a.Readiness(False, a.L4_NOT_READY), a.Readiness(False, a.NO_READY_BACKENDS)]
+)
+CHANGE = st.tuples(
+    st.dictionaries(
+        st.sampled_from(["10.100.0.1", "10.100.0.2", "10.100.0.3", "10.100.0.4"]),
+        READINESS_CHOICES,
+        max_size=4,
+    ),
+    st.floats(min_value=0.0, max_value=4.0),
+    st.booleans(),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(steps=st.lists(CHANGE, min_size=1, max_size=30), hold_down=st.floats(0.0, 6.0))
+def test_replanning_what_changed_is_planning_everything(
+    steps: list[tuple[dict[str, a.Readiness | None], float, bool]], hold_down: float
+) -> None:
+    """Readiness changes (None: the VIP is gone), time passes, and a pass commits its plan or
+    fails (BIRD refused it: the next pass plans from the last committed plan, and must look
+    again at everything that changed since). After every step the plan made from the VIPs that
+    changed equals the plan made from all of them."""
+    readiness: dict[str, a.Readiness] = {}
+    committed = a.plan_announcements({}, {}, 0.0, hold_down)
+    changed_since_commit: set[str] = set()
+    now = 0.0
+    for change, dt, commits in steps:
+        now += dt
+        for vip, value in change.items():
+            if value is None:
+                readiness.pop(vip, None)
+            else:
+                readiness[vip] = value
+            changed_since_commit.add(vip)
+        full = a.plan_announcements(readiness, committed.state, now, hold_down)
+        partial = a.replan_announcements(readiness, committed, changed_since_commit, now, hold_down)
+        assert (partial.state, partial.reasons, partial.wake_at) == (
+            full.state,
+            full.reasons,
+            full.wake_at,
+        )
+        if commits:
+            committed, changed_since_commit = partial, set()
+
+
+def test_readiness_of_one_vip_is_the_readiness_of_all() -> None:
+    l4: dict[str, c.L4Programmed | c.L4NotReady | c.L4Removed] = {
+        "10.100.0.1": programmed("n", "10.100.0.1"),
+        "10.100.0.2": programmed("n", "10.100.0.2", ready=0),
+        "10.100.0.9": programmed("n", "10.100.0.9"),
+    }
+    assigned = {"10.100.0.1", "10.100.0.2", "10.100.0.5", "192.0.2.1"}
+    membership = a.PoolMembership(POOLS)
+    one_by_one = {
+        vip: r
+        for vip in [*assigned, *l4, "10.100.0.7"]
+        if (r := a.readiness_of(vip, vip in assigned, l4.get(vip), membership)) is not None
+    }
+    assert one_by_one == a.vip_readiness(assigned, l4, POOLS)
+    assert "10.100.0.7" not in one_by_one  # neither assigned nor programmed: unknown

@@ -113,6 +113,17 @@ class BgpSpeakerApp:
         self._verdicts: dict[tuple[str, str], tuple[int, str]] = {}
         self._admission_gen: dict[tuple[str, str], int] = {}
         self._route_state: dict[str, a.RouteState] = {}
+        self._assigned: dict[str, int] = {}
+        """Assigned VIP address -> how many owners hold it (a shared VIP has several)."""
+        self._readiness: dict[str, a.Readiness] = {}
+        self._touched: set[str] = set()
+        """Addresses whose VIP or l4 state changed since ``_readiness`` was brought up to date."""
+        self._committed: a.AnnouncePlan | None = None
+        """The plan BIRD last took (None: plan everything, as after a start)."""
+        self._unplanned: set[str] = set()
+        """Addresses whose readiness changed since ``_committed`` was planned."""
+        self._plan_everything = True
+        """The pools changed (every VIP's readiness may have), or nothing was committed yet."""
         self._emitted: dict[str, _Emitted] = {}
         self._sessions: dict[str, SessionStatus] = {}
         self._said_sessions: dict[str, _SaidSession] = {}
@@ -215,10 +226,23 @@ class BgpSpeakerApp:
             return
         event = envelope.event
         if isinstance(event, c.VipAssigned | c.VipReleased):
+            before = self._vips.get(event.key())
             self._vips[event.key()] = event
+            if isinstance(before, c.VipAssigned):
+                for address in before.addresses:
+                    self._touched.add(address)
+                    if self._assigned[address] == 1:
+                        del self._assigned[address]
+                    else:
+                        self._assigned[address] -= 1
+            if isinstance(event, c.VipAssigned):
+                for address in event.addresses:
+                    self._touched.add(address)
+                    self._assigned[address] = self._assigned.get(address, 0) + 1
         elif isinstance(event, c.L4Programmed | c.L4NotReady | c.L4Removed):
             if event.node == self._node:
                 self._l4[event.vip] = event
+                self._touched.add(event.vip)
         elif isinstance(event, c.PoolDesired | c.PoolDeleted):
             self._pool_events[event.pool] = event
         elif isinstance(event, c.PeerDesired | c.PeerDeleted):
@@ -265,16 +289,7 @@ class BgpSpeakerApp:
         problems_out: list[c.Event] = []
         peers = self._plan_peers(problems_out)
         pools = self._plan_pools(problems_out)
-        assigned = {
-            address
-            for event in self._vips.values()
-            if isinstance(event, c.VipAssigned)
-            for address in event.addresses
-        }
-        if self._membership.pools != tuple(pools):
-            self._membership = PoolMembership(pools)
-        readiness = a.vip_readiness(assigned, self._l4, self._membership)
-        plan = a.plan_announcements(readiness, self._route_state, now, self._s.hold_down_seconds)
+        readiness, plan = self._plan_routes(pools, now)
         self._wake_at = plan.wake_at
         result = await self._apply(peers, pools, plan.announced, problems_out)
         if problems_out:
@@ -291,9 +306,42 @@ class BgpSpeakerApp:
             await self._notify()
             return result
         self._route_state = plan.state
+        self._committed = plan
+        self._unplanned = set()
+        self._plan_everything = False
         await self._emit_routes(plan, readiness)
         await self._notify()
         return result
+
+    def _plan_routes(
+        self, pools: list[PoolConfig], now: float
+    ) -> tuple[dict[str, a.Readiness], a.AnnouncePlan]:
+        """Readiness and the announce plan, brought up to date from what changed since the
+        last pass (the whole state only after a start or a change of pools): at 10,000 VIPs,
+        going over all of them on every pass was most of a pass."""
+        if self._membership.pools != tuple(pools):
+            self._membership = PoolMembership(pools)
+            self._plan_everything = True
+        hold_down = self._s.hold_down_seconds
+        if self._plan_everything or self._committed is None:
+            self._readiness = a.vip_readiness(self._assigned.keys(), self._l4, self._membership)
+            self._touched = set()
+            return self._readiness, a.plan_announcements(
+                self._readiness, self._route_state, now, hold_down
+            )
+        for vip in self._touched:
+            readiness = a.readiness_of(
+                vip, vip in self._assigned, self._l4.get(vip), self._membership
+            )
+            if readiness is None:
+                self._readiness.pop(vip, None)
+            else:
+                self._readiness[vip] = readiness
+        self._unplanned |= self._touched
+        self._touched = set()
+        return self._readiness, a.replan_announcements(
+            self._readiness, self._committed, self._unplanned, now, hold_down
+        )
 
     async def _notify(self) -> None:
         async with self.reconciled:
@@ -339,12 +387,7 @@ class BgpSpeakerApp:
                 self._admit(out, "VipPool", name, event.generation, verdict)
         # A deleted pool's allocations live on until released (catalogue: pool.deleted), so its
         # prefixes stay exportable while an assigned VIP lies in them.
-        assigned = [
-            address
-            for event in self._vips.values()
-            if isinstance(event, c.VipAssigned)
-            for address in event.addresses
-        ]
+        assigned = self._assigned.keys()
         for name, pool in list(self._retired_pools.items()):
             if not any(pool.contains(vip) for vip in assigned):
                 del self._retired_pools[name]

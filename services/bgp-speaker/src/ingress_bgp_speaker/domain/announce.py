@@ -37,6 +37,29 @@ class Readiness:
 READY = Readiness(True, None)
 
 
+def readiness_of(
+    vip: str,
+    assigned: bool,
+    state: c.L4Programmed | c.L4NotReady | c.L4Removed | None,
+    in_pools: PoolMembership,
+) -> Readiness | None:
+    """One VIP's readiness; None for a VIP this node no longer knows (not assigned, no l4)."""
+    if not assigned:
+        return None if state is None else Readiness(False, RELEASED)
+    if vip not in in_pools:
+        return Readiness(False, OUTSIDE_POOLS)
+    if state is None:
+        return Readiness(False, NOT_PROGRAMMED)
+    if isinstance(state, c.L4Removed):
+        return Readiness(False, L4_REMOVED)
+    if isinstance(state, c.L4NotReady):
+        return Readiness(False, L4_NOT_READY)
+    for service in state.services:
+        if service.ready_real_servers > 0:
+            return READY
+    return Readiness(False, NO_READY_BACKENDS)
+
+
 def vip_readiness(
     assigned: Iterable[str],
     l4: Mapping[str, c.L4Programmed | c.L4NotReady | c.L4Removed],
@@ -47,21 +70,9 @@ def vip_readiness(
     assigned_set = set(assigned)
     out: dict[str, Readiness] = {}
     for vip in assigned_set | l4.keys():
-        state = l4.get(vip)
-        if vip not in assigned_set:
-            out[vip] = Readiness(False, RELEASED)
-        elif vip not in in_pools:
-            out[vip] = Readiness(False, OUTSIDE_POOLS)
-        elif state is None:
-            out[vip] = Readiness(False, NOT_PROGRAMMED)
-        elif isinstance(state, c.L4Removed):
-            out[vip] = Readiness(False, L4_REMOVED)
-        elif isinstance(state, c.L4NotReady):
-            out[vip] = Readiness(False, L4_NOT_READY)
-        elif not any(s.ready_real_servers > 0 for s in state.services):
-            out[vip] = Readiness(False, NO_READY_BACKENDS)
-        else:
-            out[vip] = READY
+        readiness = readiness_of(vip, vip in assigned_set, l4.get(vip), in_pools)
+        if readiness is not None:
+            out[vip] = readiness
     return out
 
 
@@ -91,10 +102,55 @@ def plan_announcements(
     now: float,
     hold_down: float,
 ) -> AnnouncePlan:
-    state: dict[str, RouteState] = {}
-    reasons: dict[str, str] = {}
+    return _plan(readiness, previous, {}, {}, readiness.keys() | previous.keys(), now, hold_down)
+
+
+def replan_announcements(
+    readiness: Mapping[str, Readiness],
+    previous: AnnouncePlan,
+    changed: Iterable[str],
+    now: float,
+    hold_down: float,
+) -> AnnouncePlan:
+    """``plan_announcements(readiness, previous.state, now, hold_down)``, planning again only
+    the VIPs that can come out differently: those whose readiness changed since ``previous``
+    was planned (the caller names them) and those in a hold-down (withdrawn, not announced: the
+    only plans that depend on the time). Any other VIP planned again with the same readiness
+    gets the same state and reason, so it keeps them; at 10,000 VIPs planning all of them was a
+    good part of every pass."""
+    # A VIP neither ready nor planned before is no VIP of this node any more: nothing to plan.
+    again = {vip for vip in changed if vip in readiness or vip in previous.state}
+    again.update(
+        vip
+        for vip, route in previous.state.items()
+        if route.withdrawn_at is not None and not route.announced
+    )
+    state = dict(previous.state)
+    # A VIP the previous plan dropped (released, hold-down over) has a reason there and no state;
+    # planned from that plan it is not looked at at all, so it has no reason either.
+    reasons = {
+        vip: reason
+        for vip, reason in previous.reasons.items()
+        if vip in previous.state or vip in readiness
+    }
+    for vip in again:
+        state.pop(vip, None)
+        reasons.pop(vip, None)
+    return _plan(readiness, previous.state, state, reasons, again, now, hold_down)
+
+
+def _plan(
+    readiness: Mapping[str, Readiness],
+    previous: Mapping[str, RouteState],
+    state: dict[str, RouteState],
+    reasons: dict[str, str],
+    vips: Iterable[str],
+    now: float,
+    hold_down: float,
+) -> AnnouncePlan:
+    """Plan ``vips`` into ``state`` and ``reasons`` (which hold the plan of every other VIP)."""
     wake_at: float | None = None
-    for vip in set(readiness) | set(previous):
+    for vip in vips:
         ready = readiness.get(vip, Readiness(False, RELEASED))
         before = previous.get(vip, RouteState(False))
         if ready.ready:
