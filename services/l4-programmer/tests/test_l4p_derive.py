@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ingress_events import catalogue as c
-from ingress_l4_programmer.domain.desired import DeriveCache, DeriveConfig, derive
+from ingress_l4_programmer.domain.desired import DeriveConfig, Derived, Deriver, derive
 from ingress_l4_programmer.domain.model import EMPTY_KERNEL, Real, VsKey, apply_ops, describe
 from ingress_l4_programmer.domain.nft import render_changes, render_table
 from ingress_l4_programmer.domain.plan import plan
@@ -219,55 +219,93 @@ _pools = st.sampled_from(
 )
 
 
-@settings(max_examples=200, deadline=None)
+def _parts(d: Derived, vip: str) -> tuple[object, ...]:
+    """Everything of ``d`` that concerns the address ``vip``."""
+    return (
+        {k: v for k, v in d.desired.services.items() if k.vip == vip},
+        vip in d.desired.addresses,
+        vip in d.desired.released,
+        d.vips.get(vip),
+    )
+
+
+@settings(max_examples=300, deadline=None)
 @given(data=st.data())
-def test_a_cached_derive_equals_one_from_scratch(data: st.DataObject) -> None:
-    # The cache reuses what the inputs did not change, recognized by identity: the steps pick
-    # from one set of event objects (so most are reused) and add new ones, some of equal content.
+def test_an_incremental_derive_equals_one_from_scratch(data: st.DataObject) -> None:
+    # Each step replaces or drops a few owners' assignments, and may change the endpoints, the
+    # releases and the pools. The steps pick from one set of event objects (so that most are
+    # reused, recognized by identity) and add new ones, some of equal content.
     assignments = data.draw(st.lists(_assignment, min_size=1, max_size=8))
     backends = data.draw(st.lists(_backend, min_size=1, max_size=6))
-    cache = DeriveCache()
-    for _ in range(data.draw(st.integers(1, 6))):
+    deriver = Deriver()
+    live: dict[tuple[str, ...], c.VipAssigned] = {}
+    eps = _backends(*backends[:2])
+    pools = [pool()]
+    last: Derived | None = None
+    for _ in range(data.draw(st.integers(1, 8))):
         assignments.extend(data.draw(st.lists(_assignment, max_size=2)))
         backends.extend(data.draw(st.lists(_backend, max_size=2)))
-        live = data.draw(st.lists(st.sampled_from(assignments), max_size=8, unique_by=id))
-        eps = _backends(*data.draw(st.lists(st.sampled_from(backends), max_size=4)))
+        changed: set[tuple[str, ...]] = set()
+        for a in data.draw(st.lists(st.sampled_from(assignments), max_size=3)):
+            live[a.key()] = a
+            changed.add(a.key())
+        for owner in data.draw(st.lists(st.sampled_from(_OWNERS), max_size=1)):
+            live.pop(owner.key(), None)
+            changed.add(owner.key())
+        if data.draw(st.booleans()):
+            eps = _backends(*data.draw(st.lists(st.sampled_from(backends), max_size=4)))
         released = [
             c.VipReleased(generation=9, owner=_OWNERS[0], addresses=[a])
             for a in data.draw(st.lists(st.sampled_from(_ADDRESSES), max_size=2))
         ]
-        pools = data.draw(_pools)
-        cached = derive(live, released, eps, pools, IPVS, cache)
-        assert cached == derive(live, released, eps, pools, IPVS)
+        if data.draw(st.integers(0, 4)) == 0:
+            pools = data.draw(_pools)
+        told = None if data.draw(st.integers(0, 5)) == 0 else changed
+        got = deriver.update(live, released, eps, pools, IPVS, changed=told)
+        assert got == derive(list(live.values()), released, eps, pools, IPVS)
+        if last is not None and got.changed is not None:
+            # What the service plans and publishes for: every address whose part moved.
+            for vip in _ADDRESSES:
+                if _parts(got, vip) != _parts(last, vip):
+                    assert vip in got.changed, vip
+        last = got
 
 
 def test_a_new_vip_derives_its_address_alone() -> None:
-    cache = DeriveCache()
+    deriver = Deriver()
     eps = _backends(*envoy_pool(["10.0.1.1"]))
-    live = [domain_vip(f"d{i}.example.com", f"198.51.100.{i}", gen=i) for i in range(1, 50)]
-    derive(live, [], eps, [pool()], IPVS, cache)
-    assert cache.recomputed == 49
-    live.append(domain_vip("new.example.com", "198.51.100.60", gen=60))
-    derived = derive(live, [], eps, [pool()], IPVS, cache)
-    assert cache.recomputed == 1
-    assert derived == derive(live, [], eps, [pool()], IPVS)
+    live = {
+        v.key(): v
+        for v in (domain_vip(f"d{i}.example.com", f"198.51.100.{i}", gen=i) for i in range(1, 50))
+    }
+    deriver.update(live, [], eps, [pool()], IPVS)
+    assert deriver.recomputed == 49
+    new = domain_vip("new.example.com", "198.51.100.60", gen=60)
+    live[new.key()] = new
+    derived = deriver.update(live, [], eps, [pool()], IPVS, changed=[new.key()])
+    assert deriver.recomputed == 1
+    assert derived.changed == {"198.51.100.60"}
+    assert derived == derive(list(live.values()), [], eps, [pool()], IPVS)
 
 
 def test_an_endpoint_that_becomes_a_vip_is_refused_behind_every_vip() -> None:
     # Nothing about the Envoy pool's event changed, yet one of its addresses is now a VIP.
-    cache = DeriveCache()
+    deriver = Deriver()
     eps = _backends(*envoy_pool(["10.0.1.1", "198.51.100.2"]))
-    live = [domain_vip("a.example.com", "198.51.100.1", gen=1)]
-    before = derive(live, [], eps, [pool()], IPVS, cache)
+    first = domain_vip("a.example.com", "198.51.100.1", gen=1)
+    live = {first.key(): first}
+    before = deriver.update(live, [], eps, [pool()], IPVS)
     assert (
         Real("198.51.100.2", 80) in before.desired.services[VsKey("198.51.100.1", "TCP", 80)].reals
     )
-    live.append(service_vip("team-a", "db", "198.51.100.2", (5432,), gen=2))
-    after = derive(live, [], eps, [pool()], IPVS, cache)
+    db = service_vip("team-a", "db", "198.51.100.2", (5432,), gen=2)
+    live[db.key()] = db
+    after = deriver.update(live, [], eps, [pool()], IPVS, changed=[db.key()])
     assert after.desired.services[VsKey("198.51.100.1", "TCP", 80)].reals == {
         Real("10.0.1.1", 80): 100
     }
-    assert after == derive(live, [], eps, [pool()], IPVS)
+    assert after.changed is not None and "198.51.100.1" in after.changed
+    assert after == derive(list(live.values()), [], eps, [pool()], IPVS)
 
 
 def _golden(name: str, text: str) -> None:

@@ -33,12 +33,12 @@ from .adapters.l7 import Decap, L7Decap
 from .adapters.nftables import NftDataplane
 from .domain.desired import (
     BackendKey,
-    DeriveCache,
     DeriveConfig,
     Derived,
+    Deriver,
     ObjectProblem,
+    OwnerKey,
     VipIntent,
-    derive,
 )
 from .domain.l7 import L7Plan, plan_l7
 from .domain.model import (
@@ -83,8 +83,17 @@ class L4ProgrammerApp:
         self._dataplane = dataplane
         self._clock = clock
         self._inputs: LatestByKey[c.Event] = LatestByKey()
-        self._vip_keys: set[tuple[str, ...]] = set()
+        # The newest input of each kind, kept as they arrive, so that a pass reads the one
+        # change instead of scanning every input.
+        self._assigned: dict[OwnerKey, c.VipAssigned] = {}
+        self._released: dict[OwnerKey, c.VipReleased] = {}
+        self._endpoints: dict[BackendKey, c.BackendEndpoints] = {}
+        self._pools: dict[str, c.PoolDesired] = {}
+        self._changed_owners: set[OwnerKey] = set()
+        """Owners whose assignment changed since the last derive."""
         self._published: dict[tuple[str, ...], c.Event] = {}
+        self._rejections: dict[tuple[str, ...], c.AdmissionRejected] = {}
+        """The admission slots whose last word is a rejection (a subset of ``_published``)."""
         self._generations = GenerationClock()
         self._drains: dict[DrainKey, float] = {}
         self._consumers: list[Consumer] = []
@@ -93,10 +102,10 @@ class L4ProgrammerApp:
         self._unavailable: str | None = None
         self._kernel: KernelState | None = None
         """The kernel as last read back (full pass, then merged with each incremental one)."""
-        self._last_desired: DesiredState | None = None
+        self._kernel_keys: dict[str, set[VsKey]] = {}
+        """The virtual services of ``_kernel``, by VIP."""
         self._last_full = 0.0
-        self._last_vips: dict[str, VipIntent] = {}
-        self._derive_cache = DeriveCache()
+        self._deriver = Deriver()
         self.reconciles = 0
         self.last_writes = -1
         self.last_keys: int | None = None
@@ -120,7 +129,7 @@ class L4ProgrammerApp:
         # What this node said last (events and admissions), so a restart repeats nothing.
         for family, prefix in ((c.Family.L4, (s.node_name,)), (c.Family.ADMISSION, (COMPONENT,))):
             for envelope in (await bus.replay(family, prefix)).values():
-                self._published[self._slot(envelope.event)] = envelope.event
+                self._remember(envelope.event)
         await self.reconcile()
         readiness.set("replayed")
         for family in (c.Family.POOL, c.Family.VIP, c.Family.BACKEND):
@@ -169,16 +178,12 @@ class L4ProgrammerApp:
     def _derive(self) -> Derived:
         s = self._settings
         assert self._dataplane is not None
-        endpoints: dict[BackendKey, c.BackendEndpoints] = {}
-        for e in self._inputs.live(c.Family.BACKEND):
-            if isinstance(e, c.BackendEndpoints):
-                endpoints[(e.namespace, e.service, e.port)] = e
-        released = [e for e in self._released() if isinstance(e, c.VipReleased)]
-        return derive(
-            assigned=[e for e in self._inputs.live(c.Family.VIP) if isinstance(e, c.VipAssigned)],
-            released=released,
-            endpoints=endpoints,
-            pools=[e for e in self._inputs.live(c.Family.POOL) if isinstance(e, c.PoolDesired)],
+        changed, self._changed_owners = self._changed_owners, set()
+        return self._deriver.update(
+            assigned=self._assigned,
+            released=self._released.values(),
+            endpoints=self._endpoints,
+            pools=self._pools.values(),
             config=DeriveConfig(
                 pool_namespace=s.pool_namespace,
                 pool_service=s.pool_service,
@@ -187,22 +192,31 @@ class L4ProgrammerApp:
                 weight=s.weight if self._dataplane.name == "ipvs" else 1,
                 tunnel=self._dataplane.forward == "tunnel",
             ),
-            cache=self._derive_cache,
+            changed=changed,
         )
 
-    def _released(self) -> list[c.Event]:
-        out: list[c.Event] = []
-        for owner_key in sorted(self._vip_keys):
-            event = self._inputs.get(c.Family.VIP, owner_key)
-            if isinstance(event, c.VipReleased):
-                out.append(event)
-        return out
-
     def _offer(self, envelope: Envelope[c.Event]) -> bool:
-        if envelope.event.family == c.Family.VIP:
-            # LatestByKey lists live events only; the tombstones' keys are kept here.
-            self._vip_keys.add(envelope.event.key())
-        return self._inputs.offer(envelope)
+        if not self._inputs.offer(envelope):
+            return False
+        event = envelope.event
+        key = event.key()
+        if event.family == c.Family.VIP:
+            self._changed_owners.add(key)
+            self._assigned.pop(key, None)
+            self._released.pop(key, None)
+            if isinstance(event, c.VipAssigned):
+                self._assigned[key] = event
+            elif isinstance(event, c.VipReleased):
+                self._released[key] = event
+        elif isinstance(event, c.BackendEndpoints):
+            self._endpoints[(event.namespace, event.service, event.port)] = event
+        elif isinstance(event, c.BackendDeleted):
+            self._endpoints.pop((event.namespace, event.service, event.port), None)
+        elif isinstance(event, c.PoolDesired):
+            self._pools[event.pool] = event
+        elif isinstance(event, c.PoolDeleted):
+            self._pools.pop(event.pool, None)
+        return True
 
     async def reconcile(self, full: bool = True) -> int:
         """One pass; returns the kernel writes it made (0 on a converged node). ``full=False``
@@ -220,26 +234,28 @@ class L4ProgrammerApp:
                     vip, "DataplaneUnavailable", self._unavailable, intent.observed_generation
                 )
             await self._emit_problems(derived.problems)
+            self._kernel = None  # what changed meanwhile is planned by a full pass
             self.last_writes = 0
             return 0
         self._ctx.readiness.set("dataplane")
-        changed = None if full else self._changed(derived.desired)
+        changed = None if full else self._changed(derived)
         self.last_keys = None if changed is None else len(changed[1])
         if changed is None:
             writes, after = await self._full_pass(derived.desired)
+            self._kernel_keys = defaultdict(set)
+            for key in after.services:
+                self._kernel_keys[key.vip].add(key)
             await self._publish(derived, after)
         else:
             vips, keys = changed
             writes, after = await self._scoped_pass(derived.desired, vips, keys)
-            # The VIPs planned, and those whose intent changed without a kernel change (a VIP
-            # refused, or its observed generation moved).
-            only = vips | {
-                vip for vip, intent in derived.vips.items() if self._last_vips.get(vip) != intent
-            }
-            await self._publish(derived, after, only=only)
+            for vip in vips:
+                self._kernel_keys.pop(vip, None)
+            for key in keys:
+                if key in after.services:
+                    self._kernel_keys.setdefault(key.vip, set()).add(key)
+            await self._publish(derived, after, only=vips)
         self._kernel = after
-        self._last_desired = derived.desired
-        self._last_vips = derived.vips
         self.last_writes = writes
         return writes
 
@@ -264,25 +280,23 @@ class L4ProgrammerApp:
         self._drains = dict(p.drains)
         return writes, after
 
-    def _changed(self, desired: DesiredState) -> tuple[set[str], set[VsKey]] | None:
-        """The VIPs whose desired state changed since the last pass or that have a draining
-        real server, and every virtual service of theirs (desired or in the kernel); None when
-        only a full pass will do."""
+    def _changed(self, derived: Derived) -> tuple[set[str], set[VsKey]] | None:
+        """The VIPs whose part of the derived state changed since the last pass (their
+        services, binding, release or intent) or that have a draining real server, and every
+        virtual service of theirs (desired or in the kernel); None when only a full pass will
+        do (the first pass, after a failure, or when pools or config changed everything)."""
         assert self._dataplane is not None
-        last, kernel = self._last_desired, self._kernel
-        if last is None or kernel is None or not self._dataplane.incremental:
+        if derived.changed is None or self._kernel is None or not self._dataplane.incremental:
             return None
-        vips = set(desired.addresses ^ last.addresses) | (desired.released ^ last.released)
-        for key, spec in desired.services.items():
-            if last.services.get(key) != spec:
-                vips.add(key.vip)
-        vips.update(k.vip for k in last.services.keys() - desired.services.keys())
+        vips = set(derived.changed)
         vips.update(k.vip for k, _ in self._drains)
-        if not vips:
-            return set(), set()
-        return vips, {k for k in desired.services if k.vip in vips} | {
-            k for k in kernel.services if k.vip in vips
-        }
+        keys: set[VsKey] = set()
+        for vip in vips:
+            intent = derived.vips.get(vip)
+            if intent is not None:
+                keys.update(intent.services)
+            keys.update(self._kernel_keys.get(vip, ()))
+        return vips, keys
 
     async def _scoped_pass(
         self, desired: DesiredState, vips: set[str], keys: set[VsKey]
@@ -328,9 +342,9 @@ class L4ProgrammerApp:
         """l4.* for every VIP, or for the VIPs ``only`` (an incremental pass)."""
         node = self._settings.node_name
         assert self._dataplane is not None
-        for vip, intent in sorted(derived.vips.items()):
-            if only is not None and vip not in only:
-                continue
+        vips = derived.vips
+        for vip in sorted(vips if only is None else only & vips.keys()):
+            intent = vips[vip]
             if intent.problem is not None:
                 problem = intent.problem
                 said = await self._emit_not_ready(
@@ -342,9 +356,8 @@ class L4ProgrammerApp:
                     )
                 continue
             await self._emit_programmed(derived, intent, after)
-        for vip in sorted(derived.desired.released):
-            if only is not None and vip not in only:
-                continue
+        released = derived.desired.released
+        for vip in sorted(released if only is None else released & only):
             gone = vip not in after.addresses and not any(k.vip == vip for k in after.services)
             last = self._published.get((c.Family.L4.value, node, vip))
             if gone and last is not None and not isinstance(last, c.L4Removed):
@@ -446,18 +459,17 @@ class L4ProgrammerApp:
                     "rejected", object=f"{kind}/{ns}/{name}", reason=p.reason, message=p.message
                 )
         # An object whose problems are gone is accepted again, so its rejection does not linger.
-        for last in list(self._published.values()):
-            if isinstance(last, c.AdmissionRejected):
-                obj = last.object
-                if (obj.kind, obj.namespace, obj.name) not in by_object:
-                    await self._emit(
-                        c.AdmissionAccepted(
-                            generation=self._gen(last),
-                            component=COMPONENT,
-                            object=obj,
-                            observed_generation=0,
-                        )
+        for last in list(self._rejections.values()):
+            obj = last.object
+            if (obj.kind, obj.namespace, obj.name) not in by_object:
+                await self._emit(
+                    c.AdmissionAccepted(
+                        generation=self._gen(last),
+                        component=COMPONENT,
+                        object=obj,
+                        observed_generation=0,
                     )
+                )
 
     def _gen(self, last: c.Event | None) -> int:
         return self._generations.next(last.generation if last else None)
@@ -477,8 +489,16 @@ class L4ProgrammerApp:
         ):
             return False
         await self._ctx.bus.publish(event)
-        self._published[slot] = event
+        self._remember(event)
         return True
+
+    def _remember(self, event: c.Event) -> None:
+        slot = self._slot(event)
+        self._published[slot] = event
+        if isinstance(event, c.AdmissionRejected):
+            self._rejections[slot] = event
+        else:
+            self._rejections.pop(slot, None)
 
 
 class L7RoleApp:
