@@ -283,3 +283,24 @@ def apply_nft(ns: str, script: str) -> None:
 def listing(ns: str) -> dict[str, object]:
     doc: dict[str, object] = json.loads(sh("nft", "-j", "list", "table", "ip", "ingress_l4", ns=ns))
     return doc
+
+
+def test_bound_vips_are_read_back_by_route_lookup() -> None:
+    """``DummyVips.bound`` (what a scoped pass reads after a bind) agrees with the whole list:
+    bound on our interface, never bound, unbound again, and local only through another
+    device (not ours, settled by the list)."""
+    with namespaces("addr") as ns:
+        vips = DummyVips(f"l4pv{suffix()}", ns["addr"])
+        ours, gone, never, elsewhere = "100.64.9.1", "100.64.9.2", "100.64.9.3", "100.64.9.4"
+        vips.add_many([ours, gone])
+        vips.delete_many([gone])
+        sh("ip", "link", "add", "other0", "type", "bridge", ns=ns["addr"])
+        sh("ip", "link", "set", "other0", "up", ns=ns["addr"])
+        sh("ip", "addr", "add", f"{elsewhere}/32", "dev", "other0", ns=ns["addr"])
+        asked = [ours, gone, never, elsewhere]
+        assert vips.bound(asked) == {ours} == vips.list() & set(asked)
+        assert vips.bound([ours]) == {ours}
+        assert vips.bound([never]) == frozenset()
+        # The same address on both devices: the local route names one of them; ours holds it.
+        vips.add_many([elsewhere])
+        assert vips.bound([elsewhere]) == {elsewhere}

@@ -7,7 +7,7 @@ published only for what the read-back shows; nothing is published again unless i
 A full pass (at start, every ``RESYNC_SECONDS``, after a failure) dumps the whole table. Between
 them, on an IPVS node, an event only reads, plans, writes and reads back the VIPs whose desired
 state changed (and the draining ones), so one change costs netlink messages in proportion to the
-change, not to the table. Addresses are read whole only when a VIP is bound or unbound.
+change, not to the table. After a VIP is bound or unbound, only that VIP's address is read back.
 """
 
 from __future__ import annotations
@@ -328,8 +328,10 @@ class L4ProgrammerApp:
             for key in keys:
                 services.pop(key, None)
             services.update(back)
-            if any(isinstance(op, AddAddress | DelAddress) for op in p.ops):
-                addresses = await asyncio.to_thread(self._dataplane.read_addresses)
+            bound = {op.vip for op in p.ops if isinstance(op, AddAddress | DelAddress)}
+            if bound:
+                seen = await asyncio.to_thread(self._dataplane.read_addresses, bound)
+                addresses = (kernel.addresses - bound) | seen
         self._drains = {k: t for k, t in self._drains.items() if k[0] not in keys}
         self._drains.update(p.drains)
         return writes, KernelState(services=services, addresses=addresses)

@@ -27,8 +27,8 @@ class Dataplane(Protocol):
         """Only the virtual services ``keys`` that exist, read from the kernel."""
         ...
 
-    def read_addresses(self) -> frozenset[str]:
-        """Our VIP addresses only (no table dump)."""
+    def read_addresses(self, vips: Collection[str] | None = None) -> frozenset[str]:
+        """Our VIP addresses only (no table dump); with ``vips``, which of those are bound."""
         ...
 
     def apply(self, current: KernelState, ops: list[Op]) -> int:
@@ -61,8 +61,8 @@ class FakeDataplane:
         self.reads += 1
         return self.state
 
-    def read_addresses(self) -> frozenset[str]:
-        return self.state.addresses
+    def read_addresses(self, vips: Collection[str] | None = None) -> frozenset[str]:
+        return self.state.addresses if vips is None else self.state.addresses & frozenset(vips)
 
     def read_services(self, keys: Collection[VsKey]) -> dict[VsKey, CurrentVs]:
         return {k: self.state.services[k] for k in keys if k in self.state.services}

@@ -85,8 +85,8 @@ class IpvsDataplane:
                 f.write(value)
         return None
 
-    def read_addresses(self) -> frozenset[str]:
-        return self.vips.list()
+    def read_addresses(self, vips: Collection[str] | None = None) -> frozenset[str]:
+        return self.vips.list() if vips is None else self.vips.bound(vips)
 
     def read_services(self, keys: Collection[VsKey]) -> dict[VsKey, CurrentVs]:
         """Only the virtual services ``keys`` (absent ones are left out): a ``get`` and a dest

@@ -76,8 +76,8 @@ class NftDataplane:
         self._whole = services
         return KernelState(services=services, addresses=self.vips.list())
 
-    def read_addresses(self) -> frozenset[str]:
-        return self.vips.list()
+    def read_addresses(self, vips: Collection[str] | None = None) -> frozenset[str]:
+        return self.vips.list() if vips is None else self.vips.bound(vips)
 
     def read_services(self, keys: Collection[VsKey]) -> dict[VsKey, CurrentVs]:
         """Only these services' elements, by key through netlink (a few messages each, whatever
