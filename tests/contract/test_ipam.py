@@ -318,3 +318,28 @@ async def test_pool_status_warns_while_exhausted_and_while_shrunk_under_allocati
         assert vip_events == []
     finally:
         await app.stop()
+
+
+async def test_a_backlog_allocated_side_by_side_fills_a_pool_with_unique_addresses(
+    bus: Bus, event_capture: EventCapture, bus_settings: BusSettings
+) -> None:
+    # 16 owners at once race for the last free addresses of a pool they fill exactly: the
+    # store's compare-and-set must leave every address with one owner and one owner per address.
+    app = make_app(bus, settings(bus_settings, allocations_in_flight=16))
+    await app.start()
+    try:
+        await bus.publish(c.PoolDesired(generation=1, pool="exact", cidrs=["10.60.0.0/26"]))
+        await event_capture.wait_for(is_(c.AdmissionAccepted))
+        hosts = [f"b{i}.example.com" for i in range(64)]
+        await bus.publish_many([domain(h, 1) for h in hosts])
+        assigned = await event_capture.wait_for(is_(c.VipAssigned), count=64, timeout=30)
+        held = {o.envelope.event.owner.host: o.envelope.event.addresses for o in assigned}  # type: ignore[attr-defined]
+        assert set(held) == set(hosts)
+        assert len({tuple(a) for a in held.values()}) == 64
+        assert app.allocator is not None
+        assert len(app.allocator.records) == 64
+        await bus.publish(domain("late.example.com", 1))
+        [rej] = await event_capture.wait_for(is_(c.VipRejected, owner=owner("late.example.com")))
+        assert rej.envelope.event.reason == "PoolExhausted"  # type: ignore[attr-defined]
+    finally:
+        await app.stop()

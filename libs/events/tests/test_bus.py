@@ -411,3 +411,35 @@ async def test_nothing_is_lost_across_a_server_restart(nats_server: object) -> N
     await bus.ensure_streams()
     assert len(await bus.replay(c.Family.DOMAIN)) == 100
     await bus.close()
+
+
+async def test_a_concurrent_consumer_handles_a_backlog_several_keys_at_once(bus: Bus) -> None:
+    # Each key's messages would be handled in order too, but the stream keeps one message per
+    # key, so a backlog holds each key once: what shows here is the bound on keys at once.
+    release = asyncio.Event()
+    running: set[str] = set()
+    widest = 0
+    handled: dict[str, int] = {}
+
+    async def handle(env: Envelope[c.Event]) -> None:
+        nonlocal widest
+        host = env.event.host  # type: ignore[attr-defined]
+        running.add(host)
+        widest = max(widest, len(running))
+        await release.wait()  # the first message holds the consumer while a backlog builds
+        await asyncio.sleep(0.02)
+        handled[host] = env.event.generation
+        running.discard(host)
+
+    consumer = await bus.consume(
+        ConsumerSpec("ipam", c.Family.DOMAIN, deliver_from="new", concurrency=4), handle
+    )
+    await bus.publish(domain(1, "first.example.com"))
+    await wait_until(lambda: bool(running))
+    hosts = [f"h{i}.example.com" for i in range(12)]
+    for host in hosts:
+        await bus.publish(domain(2, host))
+    release.set()
+    await wait_until(lambda: all(handled.get(h) == 2 for h in hosts))
+    assert widest == 4
+    await consumer.stop()

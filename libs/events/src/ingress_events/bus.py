@@ -122,10 +122,16 @@ class ConsumerSpec:
     drain_window_seconds: float = 0.01
     """How long a batch fetch may wait for more while draining a backlog."""
     deliver_from: Literal["last_per_subject", "new"] = "last_per_subject"
+    concurrency: int = 1
+    """How many keys of one fetched batch are handled at once. The messages of one key (one
+    subject) are always handled one after another, in order; a handler that waits on I/O per
+    key (ipam's compare-and-set, then its publish) sets more than 1."""
 
     def __post_init__(self) -> None:
         if self.max_deliveries < 1:
             raise ValueError("max_deliveries must be at least 1")
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
         if not self.durable.replace("-", "").replace("_", "").isalnum():
             raise ValueError(
                 f"durable name {self.durable!r} may hold only letters, digits, - and _"
@@ -693,17 +699,11 @@ class Consumer:
             self.idle.clear()
             caught_up = False
             # Messages already fetched are handled even when a stop arrives meanwhile: none lost.
-            for msg in msgs:
-                try:
-                    await self._handle(msg)
-                except Exception:
-                    # Whatever went wrong outside the handler (an ack that could not be sent,
-                    # a message that is not a JetStream one), the consumer goes on: an unacked
-                    # message comes back after ack_wait, and handlers are level-triggered.
-                    log.exception(
-                        "message not handled; it is redelivered after ack_wait",
-                        extra={"consumer": spec.durable, "subject": msg.subject},
-                    )
+            if spec.concurrency == 1:
+                for msg in msgs:
+                    await self._handle_guarded(msg)
+            else:
+                await self._handle_by_key(msgs)
             try:
                 pending = msgs[-1].metadata.num_pending
             except Exception:  # not a JetStream message: nothing to say about the backlog
@@ -712,6 +712,33 @@ class Consumer:
             if pending == 0:
                 caught_up = True
                 self.idle.set()
+
+    async def _handle_by_key(self, msgs: list[Msg]) -> None:
+        """The batch's keys side by side (at most ``concurrency`` at once), each key's messages
+        in their order; returns when all are handled."""
+        by_subject: dict[str, list[Msg]] = {}
+        for msg in msgs:
+            by_subject.setdefault(msg.subject, []).append(msg)
+        gate = asyncio.Semaphore(self._spec.concurrency)
+
+        async def one_key(group: list[Msg]) -> None:
+            async with gate:
+                for msg in group:
+                    await self._handle_guarded(msg)
+
+        await asyncio.gather(*(one_key(group) for group in by_subject.values()))
+
+    async def _handle_guarded(self, msg: Msg) -> None:
+        try:
+            await self._handle(msg)
+        except Exception:
+            # Whatever went wrong outside the handler (an ack that could not be sent, a message
+            # that is not a JetStream one), the consumer goes on: an unacked message comes back
+            # after ack_wait, and handlers are level-triggered.
+            log.exception(
+                "message not handled; it is redelivered after ack_wait",
+                extra={"consumer": self._spec.durable, "subject": msg.subject},
+            )
 
     async def _handle(self, msg: Msg) -> None:
         spec = self._spec

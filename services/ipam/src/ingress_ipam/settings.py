@@ -32,6 +32,12 @@ class IpamSettings(ServiceSettings):
     )
     domain_ip_family: Literal["IPv4", "IPv6"] = "IPv4"
     sweep_interval_seconds: float = Field(default=15.0, gt=0)
+    allocations_in_flight: int = Field(
+        default=16,
+        ge=1,
+        le=256,
+        description="Owners allocated at once (each waits on a compare-and-set, then a publish)",
+    )
 
     @field_validator("default_pool_cidrs")
     @classmethod
