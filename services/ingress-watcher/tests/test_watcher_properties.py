@@ -148,3 +148,23 @@ def test_a_family_vanishing_at_once_is_held() -> None:
     # Without protection (watch DELETED events), the deletes go out.
     direct = plan(empty, published, 2)
     assert sum(isinstance(e, c.DomainDeleted) for e in direct.publish) == 2
+
+
+def test_pools_and_peers_lead_the_batch() -> None:
+    # ipam refuses a domain whose pool it has not seen: what others resolve against goes first,
+    # whatever the order the objects were listed in.
+    domains = {
+        (Family.DOMAIN, (f"d{i}.example.com",)): c.DomainDesired(
+            generation=1,
+            host=f"d{i}.example.com",
+            owner_namespace="shop",
+            ingress_class="ingress-domain",
+            sources=[c.ObjectRef(kind="Ingress", namespace="shop", name=f"d{i}")],
+        )
+        for i in range(3)
+    }
+    pool = c.PoolDesired(generation=1, pool="public", cidrs=["198.51.100.0/24"])
+    desired: dict[StateKey, c.Event] = {**domains, (Family.POOL, ("public",)): pool}
+    published = plan(desired, {}, 10).publish
+    assert [e.family for e in published] == [Family.POOL] + [Family.DOMAIN] * 3
+    assert [e.host for e in published[1:]] == [f"d{i}.example.com" for i in range(3)]  # type: ignore[attr-defined]

@@ -73,6 +73,10 @@ class Plan:
         return not self.publish
 
 
+RESOLVED_AGAINST = frozenset({Family.POOL, Family.PEER})
+"""Families that other events are resolved against (a domain's VIP pool, a node's peers)."""
+
+
 def plan(
     desired: Mapping[StateKey, c.Event],
     published: Mapping[StateKey, c.Event],
@@ -96,6 +100,10 @@ def plan(
         gone = tombstone(key, max(last.generation + 1, now_us))
         if gone is not None:
             out.publish.append(gone)
+    # What the others resolve against goes out first: ipam refuses a domain whose pool it has
+    # not seen yet, and in a 10,000-domain cold start ~1,400 domains were refused and retried
+    # (a second round of events each) because their pool came later in the batch.
+    out.publish.sort(key=lambda event: event.family not in RESOLVED_AGAINST)
     return out
 
 
