@@ -151,12 +151,6 @@ class DummyVips:
                 return int(struct.unpack("=i", oif[:4])[0])
         return None
 
-    def add(self, vip: str) -> None:
-        self.add_many([vip])
-
-    def delete(self, vip: str) -> None:
-        self.delete_many([vip])
-
     def add_many(self, vips: Sequence[str]) -> int:
         """Bind ``vips`` (one batch of RTM_NEWADDR); returns the netlink requests it took."""
         return self._many(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, vips, create=True)
