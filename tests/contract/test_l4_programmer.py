@@ -293,3 +293,41 @@ async def test_the_l7_role_binds_domain_vips_and_unbinds_only_released_ones(bus:
         assert not broken._ctx.readiness.ready
     finally:
         await broken.stop()
+
+
+async def test_a_change_of_much_of_the_table_takes_a_full_pass(
+    bus: Bus, event_capture: EventCapture, kernel: FakeDataplane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading thousands of services back by key costs more than one dump (a cold start's
+    passes): past a sixth of the table a change is planned by a full pass, and still programs
+    every VIP."""
+    monkeypatch.setattr("ingress_l4_programmer.app.SCOPED_ALWAYS", 4)
+    await bus.publish(pool())
+    for e in envoy_pool(["10.0.1.1"]):
+        await bus.publish(e)
+    for i in range(12):
+        await bus.publish(domain_vip(f"d{i}.example.com", f"198.51.100.{100 + i}", gen=10 + i))
+    app = _app(bus, kernel, resync=3600)
+    await app.start()
+    try:
+        reads = kernel.reads
+        await bus.publish(domain_vip("one.example.com", "198.51.100.150", gen=40))
+        await event_capture.wait_for(_is(c.L4Programmed, "198.51.100.150"))
+        assert app.last_keys == 2 and kernel.reads == reads  # small: scoped, no dump
+        await bus.publish_many(
+            [
+                domain_vip(f"n{i}.example.com", f"198.51.100.{160 + i}", gen=50 + i)
+                for i in range(12)
+            ]
+        )
+        await event_capture.wait_for(
+            lambda cap: (
+                isinstance(cap.envelope.event, c.L4Programmed)
+                and int(cap.envelope.event.vip.rsplit(".", 1)[1]) >= 160
+            ),
+            count=12,
+        )
+        assert kernel.reads > reads  # a dump planned them (more than 4 keys, and 26 / 6)
+        assert len(kernel.state.addresses) == 25
+    finally:
+        await app.stop()
