@@ -2,7 +2,9 @@
 
 For each level N: a fresh topology is started with N Ingresses already in its manifests (under
 one Domain delegated to the namespace, as a platform team sets up once); the cold start is the
-time from starting the system to every domain Ready (VIP, DNS, route, L7). Then, one at a time,
+time from starting the system to every domain Ready (VIP, DNS, route, L7), taken from the publish
+time of the last event that a Ready domain needs (a poll of the bus sees it later: at 10,000
+domains one poll takes seconds, so polls are spaced out). Then, one at a time,
 a new Ingress is written: the clock stops at the first HTTP 200 by name from the client
 namespace (client resolver -> VIP -> ToR route learned over BGP -> L4 -> Envoy -> backend), by a
 probe process inside that namespace polling every 5 ms, and the bus says when each stage
@@ -31,7 +33,7 @@ from typing import Any
 
 import yaml
 from ingress_events import catalogue as c
-from ingress_local.testing import HOSTS, local_system, ready
+from ingress_local.testing import HOSTS, local_system, rows
 from ingress_local.topology.system import LocalSystem
 
 HERE = Path(__file__).resolve().parent
@@ -165,6 +167,54 @@ async def one(
     return elapsed, await _stage_times(system, host, written)
 
 
+async def converge(system: LocalSystem, hosts: list[str], timeout: float) -> tuple[float, float]:
+    """Wait until every host is Ready; returns (wall clock of the last event that made a host
+    Ready, seconds the last poll took). Each poll replays the bus (seconds at 10,000 domains),
+    so polls are spaced at four times their cost: the observer takes at most a fifth of a core
+    from the system it measures, and the figure is the events' publish time, not the poll's."""
+    deadline = time.monotonic() + timeout
+    while True:
+        began = time.monotonic()
+        found = await rows(system)
+        cost = time.monotonic() - began
+        if all(h in found and found[h].condition == "Ready" for h in hosts):
+            return await _last_ready_event(system, hosts), cost
+        if time.monotonic() > deadline:
+            stuck = [
+                f"{h}: {found.get(h)}"
+                for h in hosts
+                if h not in found or found[h].condition != "Ready"
+            ]
+            raise TimeoutError(f"{len(stuck)} hosts not Ready: {'; '.join(stuck[:5])}")
+        await asyncio.sleep(max(0.3, 4 * cost))
+
+
+async def _last_ready_event(system: LocalSystem, hosts: list[str]) -> float:
+    """The latest publish time among the events a Ready row is made of (the VIP, L7 applied,
+    DNS published, a route announced for the VIP), over ``hosts``."""
+    assert system.bus is not None
+    bus = system.bus
+    vips = {
+        e.event.owner.host: e
+        for e in (await bus.replay(c.Family.VIP)).values()
+        if isinstance(e.event, c.VipAssigned) and e.event.owner.kind == "domain"
+    }
+    l7 = {e.event.key()[0]: e for e in (await bus.replay(c.Family.L7)).values()}
+    dns = {e.event.key()[0]: e for e in (await bus.replay(c.Family.DNS)).values()}
+    routes: dict[str, float] = {}
+    for e in (await bus.replay(c.Family.ROUTE)).values():
+        if isinstance(e.event, c.RouteAnnounced):
+            vip = e.event.key()[1]
+            routes[vip] = min(routes.get(vip, float("inf")), e.time.timestamp())
+    last = 0.0
+    for host in hosts:
+        vip = vips[host]
+        first_route = min(routes[a] for a in vip.event.addresses if a in routes)
+        when = [vip.time.timestamp(), l7[host].time.timestamp(), dns[host].time.timestamp()]
+        last = max(last, first_route, *when)
+    return last
+
+
 def _peak_mb(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -196,7 +246,7 @@ def pct(values: list[float], q: float) -> float:
 async def run_level(present: int, samples: int, pool: str) -> dict[str, Any]:
     names = [f"p{i}" for i in range(present)]
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
-        t0 = time.monotonic()
+        t0, t0_wall = time.monotonic(), time.time()
         async with local_system(
             Path(tmp),
             prepare=lambda m: (m / "present.yaml").write_text(manifests(names, with_domain=True)),
@@ -205,9 +255,14 @@ async def run_level(present: int, samples: int, pool: str) -> dict[str, Any]:
             sync_interval=0.1,
         ) as system:
             started = time.monotonic() - t0
-            await ready(system, [*HOSTS, *(f"{n}.{ZONE_HOST}" for n in names)], timeout=3600)
-            cold = time.monotonic() - t0
-            print(f"[{present}] started in {started:.1f} s, converged in {cold:.1f} s", flush=True)
+            hosts = [*HOSTS, *(f"{n}.{ZONE_HOST}" for n in names)]
+            converged, poll = await converge(system, hosts, timeout=3600)
+            cold, seen = converged - t0_wall, time.monotonic() - t0
+            print(
+                f"[{present}] started in {started:.1f} s, converged in {cold:.1f} s "
+                f"(seen by a poll at {seen:.1f} s; one poll took {poll:.1f} s)",
+                flush=True,
+            )
             times: list[float] = []
             stages: list[dict[str, float]] = []
             for i in range(samples):
@@ -290,7 +345,8 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], load: str) -
         "Each level is a fresh topology started with N Ingresses already in its manifests (one",
         f"Domain delegates {ZONE_HOST} to the namespace). Cold start: from starting the system",
         "(network namespaces, nats-server, Envoy, Knot, two BIRDs, the six services) to every",
-        "domain Ready. Then a new Ingress at a time: written -> first HTTP 200 by name from the",
+        "domain Ready: the publish time of the last VIP, route, L7 or DNS event a Ready domain",
+        "needs. Then a new Ingress at a time: written -> first HTTP 200 by name from the",
         "client namespace (resolver -> VIP -> ToR route over BGP -> L4 -> Envoy -> backend).",
         "",
         f"- command: `{' '.join([sys.executable, *sys.argv])}`",
