@@ -4,10 +4,11 @@ Every reconcile is level-triggered: it derives the desired state from the newest
 key, reads the kernel, applies the fewest writes and reads the kernel back. l4.programmed is
 published only for what the read-back shows; nothing is published again unless it changed.
 
-A full pass (at start, every ``RESYNC_SECONDS``, after a failure) dumps the whole table. Between
-them, on an IPVS node, an event only reads, plans, writes and reads back the VIPs whose desired
-state changed (and the draining ones), so one change costs netlink messages in proportion to the
-change, not to the table. After a VIP is bound or unbound, only that VIP's address is read back.
+A full pass (at start, every ``RESYNC_SECONDS``, after a failure, or for a change of much of the
+table) dumps the whole table. Between them, an event only reads, plans, writes and reads back
+the VIPs whose derived state changed (and the draining ones), so one change costs work and
+netlink messages in proportion to the change, not to the table. After a VIP is bound or
+unbound, only that VIP's address is read back.
 """
 
 from __future__ import annotations

@@ -93,8 +93,8 @@ def _networks(
     return tuple(nets), exclude
 
 
-# Every pass derives every VIP again, and parsing the same 10,000 address strings was a third of
-# a pass; the strings of live VIPs change rarely, so their parses are cached across passes.
+# A pool or config change derives every VIP again, and parsing the same 10,000 address strings
+# was a third of such a pass; the strings of live VIPs change rarely, so their parses are cached.
 @functools.lru_cache(maxsize=1 << 16)
 def _version(address: str) -> int:
     return ipaddress.ip_address(address).version
@@ -542,10 +542,3 @@ def _compute_spec(
             reals[real] = max(reals.get(real, 0), weight)
     seen = frozenset(looked_at)
     return _Spec(event, seen, seen & all_vips, VsSpec(config.scheduler, reals), tuple(problems))
-
-
-def _dedupe(problems: list[ObjectProblem]) -> list[ObjectProblem]:
-    seen: dict[ObjectProblem, None] = {}
-    for p in problems:
-        seen.setdefault(p, None)
-    return list(seen)
