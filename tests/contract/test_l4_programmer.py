@@ -13,6 +13,7 @@ from ingress_events import catalogue as c
 from ingress_events.bus import Bus
 from ingress_l4_programmer.adapters.base import FakeDataplane
 from ingress_l4_programmer.app import L4ProgrammerApp
+from ingress_l4_programmer.domain.model import KernelState
 from ingress_l4_programmer.settings import L4ProgrammerSettings
 from ingress_runtime import Readiness, ServiceContext
 from ingress_testkit.capture import Captured, EventCapture
@@ -216,10 +217,10 @@ async def test_a_change_does_not_wait_for_a_resync_that_falls_due_with_it(
     passes: list[tuple[bool, set[str], frozenset[str]]] = []
     reconcile = app.reconcile
 
-    async def recorded(full: bool = True) -> int:
+    async def recorded(full: bool = True, current: KernelState | None = None) -> int:
         known = {a for e in app._inputs.live(c.Family.VIP) for a in getattr(e, "addresses", [])}
         passes.append((full, known, frozenset(kernel.state.addresses)))
-        return await reconcile(full)
+        return await reconcile(full, current)
 
     await app.start()
     app.reconcile = recorded  # type: ignore[method-assign]
@@ -329,5 +330,65 @@ async def test_a_change_of_much_of_the_table_takes_a_full_pass(
         )
         assert kernel.reads > reads  # a dump planned them (more than 4 keys, and 26 / 6)
         assert len(kernel.state.addresses) == 25
+    finally:
+        await app.stop()
+
+
+class SlowDumps(FakeDataplane):
+    """A kernel whose whole-table dump takes ``dump_seconds`` (as ~1 s at 10,000 VIPs)."""
+
+    def __init__(self, dump_seconds: float) -> None:
+        super().__init__("ipvs")
+        self.dump_seconds = dump_seconds
+
+    def read(self) -> KernelState:
+        import time
+
+        seen = self.state
+        time.sleep(self.dump_seconds)
+        self.reads += 1
+        return seen
+
+
+async def test_a_change_is_programmed_while_the_resync_dump_runs(
+    bus: Bus, event_capture: EventCapture
+) -> None:
+    """The resync's dump runs beside the passes: a change that arrives meanwhile is programmed
+    at once, and the dump, stale after that write, is not planned from (a new one is taken)."""
+    import asyncio
+    import time
+
+    kernel = SlowDumps(dump_seconds=0.0)
+    await bus.publish(pool())
+    for e in envoy_pool(["10.0.1.1"]):
+        await bus.publish(e)
+    await bus.publish(domain_vip("a.example.com", "198.51.100.10", gen=10))
+    app = _app(bus, kernel, resync=0.5)
+    await app.start()
+    try:
+        kernel.dump_seconds = 1.5
+        started = kernel.reads
+        await asyncio.sleep(0.7)  # the resync fell due: its dump is running now
+        assert kernel.reads == started
+        planned: list[KernelState | None] = []
+        reconcile = app.reconcile
+
+        async def recorded(full: bool = True, current: KernelState | None = None) -> int:
+            if full:
+                planned.append(current)
+            return await reconcile(full, current)
+
+        app.reconcile = recorded  # type: ignore[method-assign]
+        began = time.monotonic()
+        await bus.publish(domain_vip("b.example.com", "198.51.100.11", gen=11))
+        await event_capture.wait_for(_is(c.L4Programmed, "198.51.100.11"))
+        assert time.monotonic() - began < 1.0  # did not wait for the 1.5 s dump
+        kernel.dump_seconds = 0.0
+        # The dump that ran during that write is stale: a later one is what gets planned from.
+        for _ in range(40):
+            if planned:
+                break
+            await asyncio.sleep(0.1)
+        assert planned and all(p is None or "198.51.100.11" in p.addresses for p in planned)
     finally:
         await app.stop()

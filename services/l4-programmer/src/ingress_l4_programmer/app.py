@@ -54,6 +54,9 @@ from .domain.plan import DrainKey, plan, scope
 from .settings import L4ProgrammerSettings
 
 COMPONENT = "l4-programmer"
+MAX_STALE_AUDITS = 3
+"""Background resync dumps that may go stale (a pass wrote while one ran) before the resync
+runs in line, between passes, as it did before."""
 SCOPED_ALWAYS = 256
 """A change of up to this many virtual services is always read and planned alone."""
 DUMP_PER_KEY_READS = 6
@@ -113,6 +116,8 @@ class L4ProgrammerApp:
         self._kernel_keys: dict[str, set[VsKey]] = {}
         """The virtual services of ``_kernel``, by VIP."""
         self._last_full = 0.0
+        self._passes_written = 0
+        """Passes that wrote to the kernel (an audit's dump is used only if none did meanwhile)."""
         self._deriver = Deriver()
         self.reconciles = 0
         self.last_writes = -1
@@ -160,26 +165,50 @@ class L4ProgrammerApp:
 
     async def _loop(self) -> None:
         s = self._settings
-        deferred = False
-        while True:
-            timeout = s.drain_poll_seconds if self._drains else s.resync_seconds
-            woken = False
-            with contextlib.suppress(TimeoutError):
-                woken = await asyncio.wait_for(self._dirty.wait(), timeout=timeout)
-            self._dirty.clear()
-            full = time.monotonic() - self._last_full >= s.resync_seconds
-            # A change does not wait for a resync that falls due with it (a whole-table read is
-            # about a second at 10,000 VIPs): its own scoped pass goes first, and the resync
-            # right after it, whatever arrives meanwhile (deferred once, never starved).
-            defer = full and woken and not deferred and self._kernel is not None
-            deferred = defer
-            try:
-                await self.reconcile(full=full and not defer)
-            except Exception:
-                self._kernel = None  # the next pass reads the whole table again
-                self._log.exception("reconcile failed; retrying at the next tick")
-            if defer:
-                self._dirty.set()
+        audit: asyncio.Task[KernelState] | None = None
+        audit_base = 0
+        stale = 0
+        try:
+            while True:
+                due = time.monotonic() - self._last_full >= s.resync_seconds
+                if due and audit is None and self._kernel is not None and stale < MAX_STALE_AUDITS:
+                    # The resync's dump runs beside the passes (about a second at 10,000 VIPs,
+                    # which a change used to wait for); it is planned only if no pass wrote
+                    # while it ran, so it is a consistent picture of the kernel.
+                    assert self._dataplane is not None
+                    audit = asyncio.create_task(asyncio.to_thread(self._dataplane.read))
+                    audit_base = self._passes_written
+                timeout = s.drain_poll_seconds if self._drains else s.resync_seconds
+                wake = asyncio.ensure_future(self._dirty.wait())
+                await asyncio.wait(
+                    {wake, audit} if audit is not None else {wake},
+                    timeout=timeout,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                wake.cancel()
+                self._dirty.clear()
+                try:
+                    if due and audit is None:
+                        await self.reconcile(
+                            full=True
+                        )  # after a failure, or audits kept going stale
+                        stale = 0
+                    else:
+                        await self.reconcile(full=False)
+                    if audit is not None and audit.done():
+                        dump, audit = audit.result(), None
+                        if self._passes_written == audit_base:
+                            await self.reconcile(full=True, current=dump)
+                            stale = 0
+                        else:
+                            stale += 1  # a pass wrote meanwhile: dump again
+                except Exception:
+                    audit = None
+                    self._kernel = None  # the next pass reads the whole table again
+                    self._log.exception("reconcile failed; retrying at the next tick")
+        finally:
+            if audit is not None:
+                audit.cancel()
 
     # ------------------------------------------------------------------ reconcile
 
@@ -226,9 +255,10 @@ class L4ProgrammerApp:
             self._pools.pop(event.pool, None)
         return True
 
-    async def reconcile(self, full: bool = True) -> int:
+    async def reconcile(self, full: bool = True, current: KernelState | None = None) -> int:
         """One pass; returns the kernel writes it made (0 on a converged node). ``full=False``
-        covers only what changed since the last pass, when the dataplane allows it."""
+        covers only what changed since the last pass, when the dataplane allows it. A full
+        pass plans against ``current`` when given (a dump no pass has written after)."""
         assert self._dataplane is not None
         self.reconciles += 1
         derived = self._derive()
@@ -249,7 +279,7 @@ class L4ProgrammerApp:
         changed = None if full else self._changed(derived)
         self.last_keys = None if changed is None else len(changed[1])
         if changed is None:
-            writes, after = await self._full_pass(derived.desired)
+            writes, after = await self._full_pass(derived.desired, current)
             self._kernel_keys = defaultdict(set)
             for key in after.services:
                 self._kernel_keys[key.vip].add(key)
@@ -267,10 +297,13 @@ class L4ProgrammerApp:
         self.last_writes = writes
         return writes
 
-    async def _full_pass(self, desired: DesiredState) -> tuple[int, KernelState]:
+    async def _full_pass(
+        self, desired: DesiredState, current: KernelState | None
+    ) -> tuple[int, KernelState]:
         assert self._dataplane is not None
         self._last_full = time.monotonic()
-        current = await asyncio.to_thread(self._dataplane.read)
+        if current is None:
+            current = await asyncio.to_thread(self._dataplane.read)
         p = plan(
             desired,
             current,
@@ -283,6 +316,7 @@ class L4ProgrammerApp:
         after = current
         if p.ops:
             self._log.info("applying", writes=len(p.ops), ops=[describe(op) for op in p.ops[:50]])
+            self._passes_written += 1  # before the writes: an audit's dump running now is stale
             writes = await asyncio.to_thread(self._dataplane.apply, current, p.ops)
             after = await asyncio.to_thread(self._dataplane.read)
         self._drains = dict(p.drains)
@@ -335,6 +369,7 @@ class L4ProgrammerApp:
         addresses = kernel.addresses
         if p.ops:
             self._log.info("applying", writes=len(p.ops), ops=[describe(op) for op in p.ops[:50]])
+            self._passes_written += 1  # before the writes: an audit's dump running now is stale
             writes = await asyncio.to_thread(self._dataplane.apply, current, p.ops)
             back = await asyncio.to_thread(self._dataplane.read_services, keys)
             for key in keys:
