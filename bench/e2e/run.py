@@ -178,7 +178,9 @@ async def converge(system: LocalSystem, hosts: list[str], timeout: float) -> tup
         found = await rows(system)
         cost = time.monotonic() - began
         if all(h in found and found[h].condition == "Ready" for h in hosts):
-            return await _last_ready_event(system, hosts), cost
+            last = await _last_ready_event(system, hosts)
+            if last is not None:
+                return last, cost
         if time.monotonic() > deadline:
             stuck = [
                 f"{h}: {found.get(h)}"
@@ -189,9 +191,12 @@ async def converge(system: LocalSystem, hosts: list[str], timeout: float) -> tup
         await asyncio.sleep(max(0.3, 4 * cost))
 
 
-async def _last_ready_event(system: LocalSystem, hosts: list[str]) -> float:
+async def _last_ready_event(system: LocalSystem, hosts: list[str]) -> float | None:
     """The latest publish time among the events a Ready row is made of (the VIP, L7 applied,
-    DNS published, a route announced for the VIP), over ``hosts``."""
+    DNS published, a route announced for the VIP), over ``hosts``; None while a VIP's route is
+    announced to no established peer yet. A row counts such a route as announced, but the ToR
+    does not have it: at 0 present a cold start was once "Ready" 4 s before the BGP session
+    came up, and the first sample then waited for it."""
     assert system.bus is not None
     bus = system.bus
     vips = {
@@ -203,13 +208,16 @@ async def _last_ready_event(system: LocalSystem, hosts: list[str]) -> float:
     dns = {e.event.key()[0]: e for e in (await bus.replay(c.Family.DNS)).values()}
     routes: dict[str, float] = {}
     for e in (await bus.replay(c.Family.ROUTE)).values():
-        if isinstance(e.event, c.RouteAnnounced):
+        if isinstance(e.event, c.RouteAnnounced) and e.event.peers:
             vip = e.event.key()[1]
             routes[vip] = min(routes.get(vip, float("inf")), e.time.timestamp())
     last = 0.0
     for host in hosts:
         vip = vips[host]
-        first_route = min(routes[a] for a in vip.event.addresses if a in routes)
+        announced = [routes[a] for a in vip.event.addresses if a in routes]
+        if not announced:
+            return None
+        first_route = min(announced)
         when = [vip.time.timestamp(), l7[host].time.timestamp(), dns[host].time.timestamp()]
         last = max(last, first_route, *when)
     return last
