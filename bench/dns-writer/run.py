@@ -126,18 +126,24 @@ async def latency(url: str, knot: KnotServer, secret: Path, samples: int) -> lis
 Stages = dict[str, list[float]]
 
 
-async def baseline(knot: KnotServer, key: TsigKey, samples: int) -> tuple[list[float], Stages]:
-    """The same read / signed UPDATE / poll per name, straight through the provider: no bus, no
-    app. What the server and the RFC 2136 round trips cost on this machine right now, in total
-    and per stage (ms)."""
-    provider = Rfc2136Provider(
+def provider_of(knot: KnotServer, key: TsigKey, timeout: float = 2.0) -> Rfc2136Provider:
+    """The provider the writer uses, straight at the bench's knotd."""
+    return Rfc2136Provider(
         server="127.0.0.1",
         port=knot.port,
         key_name=key.name,
         algorithm=key.algorithm,
         secret=key.secret,
         registry_prefix="_ingress-owner",
+        timeout=timeout,
     )
+
+
+async def baseline(knot: KnotServer, key: TsigKey, samples: int) -> tuple[list[float], Stages]:
+    """The same read / signed UPDATE / poll per name, straight through the provider: no bus, no
+    app. What the server and the RFC 2136 round trips cost on this machine right now, in total
+    and per stage (ms)."""
+    provider = provider_of(knot, key)
     out: list[float] = []
     stages: Stages = {"read": [], "update": [], "poll": []}
     try:
@@ -176,14 +182,7 @@ async def update_gaps(knot: KnotServer, key: TsigKey, per_gap: int) -> dict[floa
     that planned NOTIFY does not move the zone's timer, so it waits for the NOTIFY's, up to
     1 s after the previous update: the wait should be about 1 s minus the pause, for some of
     the updates, and none at pauses of 1 s or more."""
-    provider = Rfc2136Provider(
-        server="127.0.0.1",
-        port=knot.port,
-        key_name=key.name,
-        algorithm=key.algorithm,
-        secret=key.secret,
-        registry_prefix="_ingress-owner",
-    )
+    provider = provider_of(knot, key)
     out: dict[float, list[float]] = {}
     try:
         for g, gap in enumerate(GAPS):
@@ -230,14 +229,7 @@ async def initial_sync(
     finally:
         await stop_within(app, 30)
         await bus.close()
-    reader = Rfc2136Provider(
-        server="127.0.0.1",
-        port=knot.port,
-        key_name=key.name,
-        algorithm=key.algorithm,
-        secret=key.secret,
-        registry_prefix="_ingress-owner",
-    )
+    reader = provider_of(knot, key)
     view = await reader.read(ZONE)
     held = sum(1 for n, s in view.names.items() if n.startswith("h") and s.addresses)
     return elapsed, held
@@ -249,15 +241,7 @@ async def reread(knot: KnotServer, key: TsigKey, rounds: int = 5) -> tuple[float
     the same run. Medians in ms, and the names read."""
 
     def reader() -> Rfc2136Provider:
-        return Rfc2136Provider(
-            server="127.0.0.1",
-            port=knot.port,
-            key_name=key.name,
-            algorithm=key.algorithm,
-            secret=key.secret,
-            registry_prefix="_ingress-owner",
-            timeout=5.0,
-        )
+        return provider_of(knot, key, timeout=5.0)
 
     held = reader()
     view = await held.read(ZONE)
