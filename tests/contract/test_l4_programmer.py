@@ -38,6 +38,15 @@ def _app(bus: Bus, dataplane: FakeDataplane, resync: float = 0.2) -> L4Programme
     return L4ProgrammerApp(ctx, dataplane=dataplane)
 
 
+async def _seed(bus: Bus, envoys: list[str], vips: int) -> None:
+    """The pool, the Envoy pool's endpoints and ``vips`` domain VIPs 198.51.100.100 on."""
+    await bus.publish(pool())
+    for e in envoy_pool(envoys):
+        await bus.publish(e)
+    for i in range(vips):
+        await bus.publish(domain_vip(f"d{i}.example.com", f"198.51.100.{100 + i}", gen=10 + i))
+
+
 @pytest.fixture
 def kernel() -> FakeDataplane:
     return FakeDataplane("ipvs")
@@ -153,11 +162,7 @@ async def test_an_event_reads_and_writes_only_its_vip(
 ) -> None:
     """Between full resyncs an event touches its own VIP: no whole-table read, and the number
     of virtual services read and planned does not grow with the table."""
-    await bus.publish(pool())
-    for e in envoy_pool(["10.0.1.1", "10.0.1.2"]):
-        await bus.publish(e)
-    for i in range(20):
-        await bus.publish(domain_vip(f"d{i}.example.com", f"198.51.100.{100 + i}", gen=10 + i))
+    await _seed(bus, ["10.0.1.1", "10.0.1.2"], vips=20)
     app = _app(bus, kernel, resync=3600)
     await app.start()
     try:
@@ -303,11 +308,7 @@ async def test_a_change_of_much_of_the_table_takes_a_full_pass(
     passes): past a sixth of the table a change is planned by a full pass, and still programs
     every VIP."""
     monkeypatch.setattr("ingress_l4_programmer.app.SCOPED_ALWAYS", 4)
-    await bus.publish(pool())
-    for e in envoy_pool(["10.0.1.1"]):
-        await bus.publish(e)
-    for i in range(12):
-        await bus.publish(domain_vip(f"d{i}.example.com", f"198.51.100.{100 + i}", gen=10 + i))
+    await _seed(bus, ["10.0.1.1"], vips=12)
     app = _app(bus, kernel, resync=3600)
     await app.start()
     try:

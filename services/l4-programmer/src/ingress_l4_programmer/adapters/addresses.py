@@ -7,11 +7,12 @@ another tool put on the node, so a reconcile can list "ours" without guessing.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
 import struct
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 
 from pyroute2 import IPRoute  # type: ignore[import-untyped]
 from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped]
@@ -87,10 +88,17 @@ class DummyVips:
             ipr.link("set", index=index, state="up")
         return index
 
-    def list(self) -> frozenset[str]:
+    @contextlib.contextmanager
+    def _ours(self) -> Iterator[tuple[NetlinkSocket, int | None]]:
+        """A socket of the namespace and our interface's index (None: it does not exist)."""
         sock = self._socket()
         try:
-            index = self._lookup(sock)
+            yield sock, self._lookup(sock)
+        finally:
+            sock.close()
+
+    def list(self) -> frozenset[str]:
+        with self._ours() as (sock, index):
             if index is None:
                 return frozenset()
             found: set[str] = set()
@@ -103,8 +111,6 @@ class DummyVips:
                 if value is not None:
                     found.add(socket.inet_ntoa(value))
             return frozenset(found)
-        finally:
-            sock.close()
 
     def bound(self, vips: Collection[str]) -> frozenset[str]:
         """Which of ``vips`` are bound on our interface: one route lookup each, where listing
@@ -112,9 +118,7 @@ class DummyVips:
         bind). The kernel's local route of a bound address names the device that holds it
         (``ip route get VIP fibmatch``); no local route means bound nowhere. An address that
         is local through another device is settled by the whole list."""
-        sock = self._socket()
-        try:
-            index = self._lookup(sock)
+        with self._ours() as (sock, index):
             if index is None:
                 return frozenset()
             found: set[str] = set()
@@ -125,8 +129,6 @@ class DummyVips:
                     found.add(vip)
                 elif where is not None:
                     unsure = True
-        finally:
-            sock.close()
         if unsure:
             return self.list() & frozenset(vips)
         return frozenset(found)
