@@ -193,10 +193,8 @@ async def converge(system: LocalSystem, hosts: list[str], timeout: float) -> tup
 
 async def _last_ready_event(system: LocalSystem, hosts: list[str]) -> float | None:
     """The latest publish time among the events a Ready row is made of (the VIP, L7 applied,
-    DNS published, a route announced for the VIP), over ``hosts``; None while a VIP's route is
-    announced to no established peer yet. A row counts such a route as announced, but the ToR
-    does not have it: at 0 present a cold start was once "Ready" 4 s before the BGP session
-    came up, and the first sample then waited for it."""
+    DNS published, the first route for the VIP that reached an established peer), over
+    ``hosts``; None if no such route is left (a session dropped after the rows were read)."""
     assert system.bus is not None
     bus = system.bus
     vips = {
@@ -208,7 +206,7 @@ async def _last_ready_event(system: LocalSystem, hosts: list[str]) -> float | No
     dns = {e.event.key()[0]: e for e in (await bus.replay(c.Family.DNS)).values()}
     routes: dict[str, float] = {}
     for e in (await bus.replay(c.Family.ROUTE)).values():
-        if isinstance(e.event, c.RouteAnnounced) and e.event.peers:
+        if isinstance(e.event, c.RouteAnnounced) and e.event.reaches_a_router():
             vip = e.event.key()[1]
             routes[vip] = min(routes.get(vip, float("inf")), e.time.timestamp())
     last = 0.0

@@ -543,25 +543,32 @@ async def test_a_new_vip_enters_dns_once_announced(
     tmp_path: Path,
 ) -> None:
     """A name that resolves before its VIP is routable sends a client's SYN into the void (TCP
-    retries it only after a second): a new VIP is published once a node announces it, or after
-    ANNOUNCE_WAIT_SECONDS with no route event at all (no BGP)."""
-    settings = make_settings(bus_settings, knot, keys[0], tmp_path, announce_wait_seconds=1.5)
+    retries it only after a second): a new VIP is published once a node announces it to an
+    established BGP peer, or after ANNOUNCE_WAIT_SECONDS without (no BGP). A route announced
+    while no session is up is in no router yet: it does not count."""
+    settings = make_settings(bus_settings, knot, keys[0], tmp_path, announce_wait_seconds=2.5)
     app = make_app(bus, settings)
     await app.start()
     dns = reader(knot, keys[0])
+
+    def announced(vip: str, peers: list[str], generation: int = 1) -> c.RouteAnnounced:
+        return c.RouteAnnounced(
+            generation=generation, node="l4-a", vip=vip, prefix=f"{vip}/32", peers=peers
+        )
+
     try:
         await bus.publish(assigned("routed.example.test", "10.0.0.7"))
         await bus.publish(assigned("nobgp.example.test", "10.0.0.8"))
+        await bus.publish(announced("10.0.0.7", []))
         await asyncio.sleep(0.5)
         assert await dns.resolve("routed.example.test") == set()
-        await bus.publish(
-            c.RouteAnnounced(
-                generation=1, node="l4-a", vip="10.0.0.7", prefix="10.0.0.7/32", peers=["tor-a"]
-            )
-        )
+        await bus.publish(announced("10.0.0.7", ["tor-a"], generation=2))
         await until(lambda: _eq(dns.resolve("routed.example.test"), {"10.0.0.7"}), timeout=5)
         assert await dns.resolve("nobgp.example.test") == set()  # still within the wait
+        # The session drops: the published name stays (no hold-down, no removal).
+        await bus.publish(announced("10.0.0.7", [], generation=3))
         await until(lambda: _eq(dns.resolve("nobgp.example.test"), {"10.0.0.8"}), timeout=5)
+        assert await dns.resolve("routed.example.test") == {"10.0.0.7"}
     finally:
         await app.stop()
         await dns.close()

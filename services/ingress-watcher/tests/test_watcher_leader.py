@@ -132,7 +132,9 @@ async def _report_everything(bus: Bus) -> None:
                 for vip in ("192.0.2.10", "192.0.2.20")
             ),
             *(
-                c.RouteAnnounced(generation=gen, node="node-a", vip=vip, prefix=f"{vip}/32")
+                c.RouteAnnounced(
+                    generation=gen, node="node-a", vip=vip, prefix=f"{vip}/32", peers=["tor-a"]
+                )
                 for vip in ("192.0.2.10", "192.0.2.20")
             ),
         ]

@@ -84,7 +84,10 @@ L4_OK = c.L4Programmed(
     services=[c.VirtualService(port=80, scheduler="mh", real_servers=1, ready_real_servers=1)],
     observed_generation=G,
 )
-ROUTE_OK = c.RouteAnnounced(generation=G, node="n1", vip="192.0.2.1", prefix="192.0.2.1/32")
+ROUTE_OK = c.RouteAnnounced(
+    generation=G, node="n1", vip="192.0.2.1", prefix="192.0.2.1/32", peers=["tor-a"]
+)
+ROUTE_NO_PEER = c.RouteAnnounced(generation=G, node="n1", vip="192.0.2.1", prefix="192.0.2.1/32")
 ROUTE_GONE = c.RouteWithdrawn(
     generation=G, node="n1", vip="192.0.2.1", prefix="192.0.2.1/32", reason="NoReadyBackends"
 )
@@ -119,6 +122,15 @@ EVERYTHING = [_vip(["192.0.2.1"]), DNS_OK, L7_OK, L4_OK, ROUTE_OK]
             [*EVERYTHING[:4], ROUTE_GONE],
             ["192.0.2.1"],
             {"RouteAnnounced": ("False", "NoReadyBackends"), "DnsPublished": ("True", "Published")},
+        ),
+        (
+            # BIRD exports the route before its session is up: no router has it yet.
+            [*EVERYTHING[:4], ROUTE_NO_PEER],
+            ["192.0.2.1"],
+            {
+                "RouteAnnounced": ("Unknown", "NoEstablishedPeer"),
+                "Ready": ("Unknown", "RouteAnnouncedPending"),
+            },
         ),
     ],
 )
@@ -327,10 +339,13 @@ def _report_kinds() -> st.SearchStrategy[Any]:
             lambda n, v, g: c.L4Removed(generation=g, node=n, vip=v), nodes, vips, st.just(1)
         ),
         st.builds(
-            lambda n, v, g: c.RouteAnnounced(generation=g, node=n, vip=v, prefix=f"{v}/32"),
+            lambda n, v, g, peers: c.RouteAnnounced(
+                generation=g, node=n, vip=v, prefix=f"{v}/32", peers=peers
+            ),
             nodes,
             vips,
             st.just(1),
+            st.sampled_from([[], ["tor-a"]]),
         ),
         st.builds(
             lambda n, v, g: c.RouteWithdrawn(

@@ -711,6 +711,11 @@ class RouteAnnounced(Event):
     def key(self) -> tuple[str, ...]:
         return (self.node, self.vip)
 
+    def reaches_a_router(self) -> bool:
+        """True once some established peer has the route. BIRD exports the route before any
+        session is up (``peers`` empty): then no router can send the VIP's traffic here yet."""
+        return bool(self.peers)
+
 
 class RouteWithdrawn(Event):
     family = Family.ROUTE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ingress_events import catalogue as c
@@ -24,7 +25,14 @@ _READ = (c.Family.DOMAIN, c.Family.VIP, c.Family.DNS, c.Family.L7, c.Family.ROUT
 
 async def collect(bus: Bus) -> list[Row]:
     # Only the families a row is made of: at 10,000 domains each replay decodes 10,000 events.
-    state = {family: [e.event for e in (await bus.replay(family)).values()] for family in _READ}
+    return rows_of(
+        {family: [e.event for e in (await bus.replay(family)).values()] for family in _READ}
+    )
+
+
+def rows_of(state: Mapping[c.Family, Sequence[c.Event]]) -> list[Row]:
+    """The rows for the latest event of every key, by family (a family may be missing)."""
+    state = {family: state.get(family, ()) for family in _READ}
     vips = {
         e.owner.host: e
         for e in state[c.Family.VIP]
@@ -60,6 +68,13 @@ async def collect(bus: Bus) -> list[Row]:
             for r in routes.get(a, [])
             if isinstance(r, c.RouteAnnounced)
         ]
+        # Announced to no established peer, the route is in no router yet: not Ready.
+        routed = [r for r in announced if r.reaches_a_router()]
+        route_text = "-"
+        if routed:
+            route_text = f"{len(routed)} node(s)"
+        elif announced:
+            route_text = "no peer"
         l7_event = l7.get(event.host)
         l7_text = "-"
         if isinstance(l7_event, c.L7Applied):
@@ -73,13 +88,13 @@ async def collect(bus: Bus) -> list[Row]:
                 owner=event.owner_namespace,
                 vip=vip,
                 dns=dns_text,
-                route=f"{len(announced)} node(s)" if announced else "-",
+                route=route_text,
                 l7=l7_text,
                 condition="; ".join(problems)
                 or (
                     "Ready"
                     if vip != "-"
-                    and announced
+                    and routed
                     and l7_text.startswith("gen")
                     and dns_text == "published"
                     else "Progressing"

@@ -115,7 +115,7 @@ class DnsWriterApp:
         self._assigned_at: dict[str, float] = {}
         """When each VIP was first seen assigned (a pending VIP waits from there)."""
         self._routed: set[str] = set()
-        """VIPs with at least one route event: no longer pending."""
+        """VIPs no longer pending: announced to an established peer, or withdrawn."""
         self._hosts_by_vip: dict[str, set[str]] = defaultdict(set)
         self._dirty: set[str] = set()
         self._full_sync: set[tuple[int, str]] = set()
@@ -214,7 +214,11 @@ class DnsWriterApp:
             self._dirty.add(event.host)
         elif isinstance(event, c.RouteAnnounced | c.RouteWithdrawn):
             self._routes[event.vip][event.node] = isinstance(event, c.RouteAnnounced)
-            self._routed.add(event.vip)
+            # A route in no router yet (its BGP sessions still coming up) leaves a new VIP
+            # waiting. A published VIP whose sessions drop stays: that is a session's state,
+            # not the VIP's, and withdrawing every name at a ToR's reboot would be worse.
+            if isinstance(event, c.RouteWithdrawn) or event.reaches_a_router():
+                self._routed.add(event.vip)
             self._route_changed(event.vip)
         return True
 

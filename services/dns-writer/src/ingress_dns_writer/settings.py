@@ -63,8 +63,8 @@ class DnsWriterSettings(ServiceSettings):
         default=10.0,
         ge=0,
         le=3600,
-        description="A new VIP enters DNS once a node announces its route, or after this long "
-        "with no route event at all (no BGP); 0 publishes at once",
+        description="A new VIP enters DNS once a node announces its route to an established "
+        "BGP peer, or after this long without (no BGP); 0 publishes at once",
     )
     hold_down_seconds: float = Field(default=30.0, ge=0)
     verify_interval_seconds: float = Field(default=30.0, gt=0)

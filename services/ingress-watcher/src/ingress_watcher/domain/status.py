@@ -331,9 +331,18 @@ def _route_part(index: StatusIndex, vips: list[str], what: str) -> tuple[bool | 
     if not vips:
         return (None, "Pending", f"{what}: no VIP yet")
     events = _reported(index.routes, vips)
-    nodes = sorted({e.node for e in events if isinstance(e, c.RouteAnnounced)})
+    announced = [e for e in events if isinstance(e, c.RouteAnnounced)]
+    nodes = sorted({e.node for e in announced if e.reaches_a_router()})
     if nodes:
         return (True, "Announced", f"{what}: announced by {len(nodes)} node(s)")
+    if announced:
+        # Announced, but no router has the route: nothing can reach the VIP yet.
+        count = len({e.node for e in announced})
+        return (
+            None,
+            "NoEstablishedPeer",
+            f"{what}: announced by {count} node(s), none with an established BGP session",
+        )
     withdrawn = [e for e in events if isinstance(e, c.RouteWithdrawn)]
     if withdrawn:
         return (False, withdrawn[0].reason, f"{what}: withdrawn on every node")
