@@ -25,7 +25,7 @@ import aiohttp
 from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from ..domain.objects import KINDS, Obj, key_of, summarize_secret
+from ..domain.objects import KINDS, Obj, key_of, stored, summarize_secret
 from ..domain.store import ObjectStore
 from ..settings import WatcherSettings
 from .source import Notify
@@ -89,10 +89,12 @@ async def discover() -> Configuration:
 
 
 def _prepare(kind: str, obj: Mapping[str, Any]) -> Obj:
-    # List items carry no kind; Secrets lose their data before they are stored anywhere.
+    # List items carry no kind; Secrets lose their data before they are stored anywhere. The
+    # stored form is made per page: a relist holds every item of a kind until it is complete,
+    # and 10,000 EndpointSlices as the API's dicts were ~110 MB.
     if kind == "Secret":
         return summarize_secret(obj)
-    return {**obj, "kind": kind}
+    return stored(kind, {**obj, "kind": kind})
 
 
 @dataclass

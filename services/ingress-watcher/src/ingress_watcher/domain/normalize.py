@@ -31,6 +31,7 @@ from .objects import (
     name_of,
     namespace_of,
     object_generation,
+    slice_endpoints,
     spec,
 )
 from .ownership import Issue, Ownership, issues_of, resolve
@@ -693,37 +694,23 @@ def _endpoints(
         )
         if target is None or not isinstance(target.get("port"), int):
             continue
-        for item in slice_obj.get("endpoints") or []:
-            if not isinstance(item, Mapping):
-                continue
-            conditions = (
-                item.get("conditions") if isinstance(item.get("conditions"), Mapping) else {}
-            )
-            assert isinstance(conditions, Mapping)
-            # EndpointSlice API: an unknown (nil) ready or serving condition means ready.
-            ready = conditions.get("ready") is not False
-            serving = conditions.get("serving", ready) is not False
-            terminating = conditions.get("terminating") is True
+        for item in slice_endpoints(slice_obj):
             target_ref = (
-                item.get("targetRef") if isinstance(item.get("targetRef"), Mapping) else None
+                {"kind": item.target[0], "namespace": item.target[1], "name": item.target[2]}
+                if item.target
+                else None
             )
-            for address in item.get("addresses") or []:
+            for address in item.addresses:
                 candidates.append(
                     {
                         "address": address,
                         "port": target["port"],
-                        "ready": ready,
-                        "serving": serving,
-                        "terminating": terminating,
-                        "node": item.get("nodeName"),
-                        "zone": item.get("zone"),
-                        "target": {
-                            "kind": str(target_ref.get("kind") or "Pod"),
-                            "namespace": str(target_ref.get("namespace") or namespace),
-                            "name": str(target_ref.get("name")),
-                        }
-                        if target_ref and target_ref.get("name")
-                        else None,
+                        "ready": item.ready,
+                        "serving": item.serving,
+                        "terminating": item.terminating,
+                        "node": item.node,
+                        "zone": item.zone,
+                        "target": target_ref,
                     }
                 )
     merged: dict[tuple[str, int], c.Endpoint] = {}
@@ -948,6 +935,7 @@ def _peer(obj: Obj, objects: Objects, policy: Policy, out: _Out) -> None:
 
 
 ServiceKey = tuple[str, str]
+BackendKey = tuple[str, str, int]
 
 
 def backend_index(desired: Iterable[StateKey]) -> dict[ServiceKey, tuple[StateKey, ...]]:
@@ -972,20 +960,32 @@ def normalize_backends(
     from Ingresses and Services), so the backends are those of the last full normalize
     (``backends``, see :func:`backend_index`) and nothing else needs recomputing. ``slices``:
     the EndpointSlices of each Service (by their service-name label)."""
-    wanted = set(services)
     refs = [
         (parts[0], parts[1], int(parts[2]))
-        for service in wanted
+        for service in set(services)
         for _, parts in backends.get(service, ())
     ]
+    return normalize_backend_refs(objects, policy, refs, slices)
+
+
+def normalize_backend_refs(
+    objects: Objects,
+    policy: Policy,
+    refs: Iterable[BackendKey],
+    slices: Mapping[ServiceKey, Mapping[ObjKey, Obj]],
+) -> dict[StateKey, c.Event]:
+    """The backend events of ``refs`` (those whose Service and port exist), reading only the
+    EndpointSlices of their Services (``slices``: by the service-name label)."""
+    wanted = sorted(set(refs))
+    services = {(namespace, name) for namespace, name, _ in wanted}
     view = {
         "Service": objects.get("Service", {}),
         "EndpointSlice": {
-            key: obj for service in wanted for key, obj in slices.get(service, {}).items()
+            key: obj for service in services for key, obj in slices.get(service, {}).items()
         },
     }
     out = _Out(policy)
-    _backends(refs, view, out)
+    _backends(wanted, view, out)
     return out.events
 
 
@@ -998,6 +998,18 @@ def normalize_with_index(
 ) -> tuple[dict[StateKey, c.Event], IngressIndex]:
     """:func:`normalize`, and the index that lets later Ingress changes be normalized alone
     (:func:`normalize_ingresses`)."""
+    events, index, refs = normalize_all_but_backends(objects, policy)
+    out = _Out(policy)
+    _backends(refs, objects, out)
+    return {**events, **out.events}, index
+
+
+def normalize_all_but_backends(
+    objects: Objects, policy: Policy
+) -> tuple[dict[StateKey, c.Event], IngressIndex, frozenset[BackendKey]]:
+    """:func:`normalize_with_index` without the backend events, and the backends they need
+    (give them to :func:`normalize_backend_refs`, in parts if need be: at 10,000 Services
+    their 100,000 endpoint models take ~170 MB at once)."""
     out = _Out(policy)
     own = resolve(
         objects.get("Zone", {}).values(),
@@ -1025,19 +1037,17 @@ def normalize_with_index(
             refs.extend(_refs_of(event))
     for obj in objects.get("Service", {}).values():
         refs.extend(_lb_service(obj, policy, out))
-    _backends(refs, objects, out)
 
     for obj in objects.get("VipPool", {}).values():
         _pool(obj, out)
     for obj in objects.get("BgpPeer", {}).values():
         _peer(obj, objects, policy, out)
     out.admissions()
-    return out.events, IngressIndex.build(ingresses, out.events, own, (ours, default))
+    index = IngressIndex.build(ingresses, out.events, own, (ours, default))
+    return out.events, index, frozenset(refs)
 
 
 # --------------------------------------------------------------------------- Ingress changes
-
-BackendKey = tuple[str, str, int]
 
 
 def _refs_of(event: c.DomainDesired) -> frozenset[BackendKey]:

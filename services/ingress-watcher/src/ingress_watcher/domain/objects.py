@@ -10,9 +10,10 @@ import base64
 import binascii
 import contextlib
 import hashlib
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 Obj = Mapping[str, Any]
 ObjKey = tuple[str, str]
@@ -145,3 +146,79 @@ def summarize_secret(obj: Obj) -> dict[str, Any]:
             if k != "kubectl.kubernetes.io/last-applied-configuration"
         }
     return {"apiVersion": "v1", "kind": "Secret", "metadata": keep, SUMMARY: summary}
+
+
+# --------------------------------------------------------------------------- stored form
+
+
+class SliceEndpoint(NamedTuple):
+    """One endpoint of an EndpointSlice, as the watcher keeps it: the fields normalize reads,
+    with the API's defaults applied. Endpoints are the bulk of the watcher's state (100,000 at
+    10,000 Services): ~1.1 KB each as the API's JSON dicts, a third of that as this tuple with
+    the repeated strings shared. Values are kept as given (an address that is not an IP is
+    dropped by the event's validation, as before)."""
+
+    addresses: tuple[Any, ...]
+    ready: bool
+    serving: bool
+    terminating: bool
+    node: Any
+    zone: Any
+    target: tuple[str, str, str] | None
+    """(kind, namespace, name) of the targetRef, if it names something."""
+
+
+def _shared(value: Any) -> Any:
+    # Node names, zones, kinds and namespaces repeat across thousands of endpoints.
+    return sys.intern(value) if isinstance(value, str) else value
+
+
+def _slice_endpoint(item: Mapping[str, Any], namespace: str) -> SliceEndpoint:
+    raw_conditions = item.get("conditions")
+    conditions: Mapping[str, Any] = raw_conditions if isinstance(raw_conditions, Mapping) else {}
+    # EndpointSlice API: an unknown (nil) ready or serving condition means ready.
+    ready = conditions.get("ready") is not False
+    serving = conditions.get("serving", ready) is not False
+    terminating = conditions.get("terminating") is True
+    ref = item.get("targetRef")
+    target = None
+    if isinstance(ref, Mapping) and ref.get("name"):
+        target = (
+            _shared(str(ref.get("kind") or "Pod")),
+            _shared(str(ref.get("namespace") or namespace)),
+            str(ref.get("name")),
+        )
+    addresses = item.get("addresses")
+    return SliceEndpoint(
+        addresses=tuple(addresses) if isinstance(addresses, list | tuple) else (),
+        ready=ready,
+        serving=serving,
+        terminating=terminating,
+        node=_shared(item.get("nodeName")),
+        zone=_shared(item.get("zone")),
+        target=target,
+    )
+
+
+def slice_endpoints(obj: Obj) -> tuple[SliceEndpoint, ...]:
+    """The endpoints of an EndpointSlice, stored (see :func:`stored`) or as the API gave it."""
+    endpoints = obj.get("endpoints")
+    if isinstance(endpoints, tuple):
+        return endpoints
+    namespace = namespace_of(obj)
+    return tuple(
+        _slice_endpoint(item, namespace) for item in endpoints or [] if isinstance(item, Mapping)
+    )
+
+
+def stored(kind: str, obj: Obj) -> Obj:
+    """The form the watcher keeps an object in: without managedFields (the server's record of
+    who set which field, often larger than the object, read by nothing here), and an
+    EndpointSlice's endpoints as :class:`SliceEndpoint` tuples. Idempotent."""
+    metadata = obj.get("metadata")
+    slim: dict[str, Any] = dict(obj)
+    if isinstance(metadata, Mapping) and "managedFields" in metadata:
+        slim["metadata"] = {k: v for k, v in metadata.items() if k != "managedFields"}
+    if kind == "EndpointSlice":
+        slim["endpoints"] = slice_endpoints(obj)
+    return slim

@@ -9,7 +9,8 @@ catalogue v1, so they are never deleted here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from ingress_events import catalogue as c
@@ -51,7 +52,43 @@ def tombstone(key: StateKey, generation: int) -> c.Event | None:
     return cls.model_validate({"generation": generation, field_name: parts[0]})
 
 
-def same_state(a: c.Event, b: c.Event) -> bool:
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """What the planner keeps of a published event in place of the event: its type, its
+    generation and a digest of its state. For the families that only the planner reads: at
+    10,000 Services the backends' 100,000 endpoint models took ~170 MB, kept between
+    reconciles only to be compared."""
+
+    kind: type[c.Event]
+    generation: int
+    digest: bytes
+
+    @classmethod
+    def of(cls, event: c.Event) -> Stamp:
+        return cls(type(event), event.generation, state_digest(event))
+
+
+Published = c.Event | Stamp
+"""The last event of a key, or its stamp."""
+
+STAMPED = frozenset({Family.BACKEND})
+"""The families whose published events are kept as stamps (see :class:`Stamp`)."""
+
+
+def kept(event: c.Event) -> Published:
+    """What to keep of a published event."""
+    return Stamp.of(event) if event.family in STAMPED else event
+
+
+def state_digest(event: c.Event) -> bytes:
+    """A digest of everything but the generation (the JSON a model dumps is deterministic)."""
+    body = event.model_dump_json(exclude={"generation"}).encode()
+    return hashlib.blake2b(body, digest_size=16).digest()
+
+
+def same_state(a: Published, b: c.Event) -> bool:
+    if isinstance(a, Stamp):
+        return a.kind is type(b) and a.digest == state_digest(b)
     if type(a) is not type(b):
         return False
     left = {k: v for k, v in a.__dict__.items() if k != "generation"}
@@ -59,8 +96,8 @@ def same_state(a: c.Event, b: c.Event) -> bool:
     return left == right
 
 
-def is_live(event: c.Event) -> bool:
-    return type(event) not in TOMBSTONES
+def is_live(event: Published) -> bool:
+    return (event.kind if isinstance(event, Stamp) else type(event)) not in TOMBSTONES
 
 
 @dataclass
@@ -79,7 +116,7 @@ RESOLVED_AGAINST = frozenset({Family.POOL, Family.PEER})
 
 def plan(
     desired: Mapping[StateKey, c.Event],
-    published: Mapping[StateKey, c.Event],
+    published: Mapping[StateKey, Published],
     now_us: int,
     protect: frozenset[StateKey] = frozenset(),
 ) -> Plan:
@@ -108,7 +145,7 @@ def plan(
 
 
 def suspicious_emptiness(
-    desired: Mapping[StateKey, c.Event], published: Mapping[StateKey, c.Event]
+    desired: Collection[StateKey], published: Mapping[StateKey, Published]
 ) -> frozenset[StateKey]:
     """The keys to protect when a whole family went from something to nothing at once.
 

@@ -108,10 +108,12 @@ class StatusIndex:
         self._reports: dict[Slot, c.Event] = {}
 
     @classmethod
-    def of(cls, desired: Mapping[StateKey, c.Event], observed: Iterable[c.Event]) -> StatusIndex:
+    def of(cls, desired: Mapping[StateKey, object], observed: Iterable[c.Event]) -> StatusIndex:
+        """``desired``: the published state (its domain events; other families may be kept
+        as stamps)."""
         index = cls()
         for (family, _), event in desired.items():
-            if family is Family.DOMAIN:
+            if family is Family.DOMAIN and isinstance(event, c.Event):
                 index.domain(event)
         for event in observed:
             index.report(event)
@@ -239,7 +241,7 @@ class StatusIndex:
             touched |= self._host_targets(host)
         return touched
 
-    def reset_domains(self, desired: Mapping[StateKey, c.Event]) -> set[Target]:
+    def reset_domains(self, desired: Mapping[StateKey, object]) -> set[Target]:
         """Install the domains of a complete published state; returns whom the difference
         concerns."""
         fresh = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .objects import KINDS, Obj, ObjKey, key_of, labels_of
+from .objects import KINDS, Obj, ObjKey, key_of, labels_of, stored
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 STATUS_KINDS = frozenset({"Ingress", "Service"})
@@ -46,6 +46,8 @@ def _slice_service(kind: str, obj: Obj | None) -> tuple[str, str] | None:
 
 
 class ObjectStore:
+    """Objects are kept in their :func:`~.objects.stored` form."""
+
     def __init__(self) -> None:
         self.objects: dict[str, dict[ObjKey, Obj]] = {kind: {} for kind in KINDS}
         self.slices: dict[tuple[str, str], dict[ObjKey, Obj]] = {}
@@ -80,6 +82,7 @@ class ObjectStore:
                 self._changes.slice_services.add(service)
 
     def upsert(self, kind: str, obj: Obj) -> None:
+        obj = stored(kind, obj)
         key = key_of(obj, kind)
         bucket = self.objects.setdefault(kind, {})
         old = bucket.get(key)
@@ -96,7 +99,7 @@ class ObjectStore:
     def replace(self, kind: str, items: Iterable[Obj]) -> list[ObjKey]:
         """Install a complete list of one kind; returns the keys that vanished (the deletes a
         relist synthesizes for objects whose DELETED event was missed)."""
-        fresh = {key_of(obj, kind): obj for obj in items}
+        fresh = {key_of(obj, kind): stored(kind, obj) for obj in items}
         gone = [k for k in self.objects.get(kind, {}) if k not in fresh]
         self.objects[kind] = fresh
         self._changes.wholesale = True
