@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from ingress_events import catalogue as c
 from ingress_events.catalogue import Family
 from ingress_watcher.domain.normalize import Policy, StateKey, key_of_event, normalize
-from ingress_watcher.domain.plan import plan, suspicious_emptiness
+from ingress_watcher.domain.plan import kept, plan, suspicious_emptiness
 from ingress_watcher.domain.validate import Invalid, ingress_host, ingress_path
 from watcher_objects import base, domain, ingress, service
 
@@ -84,6 +84,19 @@ def test_plans_converge_and_generations_grow(
         if isinstance(event, (c.DomainDeleted, c.BackendDeleted)):
             assert key_of_event(event) in before
             assert key_of_event(event) not in second_desired
+
+
+@settings(max_examples=100, deadline=None)
+@given(clusters(), clusters(), st.integers(1, 10**15))
+def test_stamps_plan_like_the_events_they_stand_for(
+    first: list[dict[str, Any]], second: list[dict[str, Any]], now: int
+) -> None:
+    published: dict[StateKey, c.Event] = {}
+    apply(published, plan(desired_of(first), published, now).publish)
+    stamped = {k: kept(e) for k, e in published.items()}
+    assert plan(desired_of(second), stamped, now + 1) == plan(
+        desired_of(second), published, now + 1
+    )
 
 
 @settings(max_examples=100, deadline=None)
