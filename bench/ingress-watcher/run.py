@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -206,9 +207,11 @@ async def run_watcher(api_url: str, nats_url: str, profile: str | None) -> None:
     from ingress_events.bus import Bus, BusSettings, StreamSettings
     from ingress_events.subjects import Subjects
     from ingress_runtime import Readiness, ServiceContext
+    from ingress_runtime.service import GC_THRESHOLDS
     from ingress_watcher.app import WatcherApp
     from ingress_watcher.settings import WatcherSettings
 
+    gc.set_threshold(*GC_THRESHOLDS)  # as run_service sets it for every service
     logging.basicConfig(level=logging.WARNING)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     bus = await Bus.connect(

@@ -17,7 +17,7 @@ from ingress_watcher import app as app_module
 from ingress_watcher.adapters.publisher import InMemoryPublisher
 from ingress_watcher.app import WatcherApp
 from ingress_watcher.domain.normalize import Policy, normalize
-from ingress_watcher.domain.plan import Stamp, same_state
+from ingress_watcher.domain.plan import STAMPED, Stamp, same_state
 from ingress_watcher.settings import WatcherSettings
 from watcher_objects import base, domain, ingress, service
 
@@ -102,8 +102,9 @@ async def test_parts_publish_what_one_normalize_gives(
         [e for e in batch if e.family is Family.BACKEND] for batch in publisher.batches
     ]
     assert max(len(b) for b in backend_batches) == min(part, len(TEAMS))
-    # The planner keeps stamps of backends, the events of everything else.
-    assert all(isinstance(e, Stamp) == (k[0] is Family.BACKEND) for k, e in app.published.items())
+    # The planner keeps stamps of what only it reads, the events of the domains (status).
+    assert all(isinstance(e, Stamp) == (k[0] in STAMPED) for k, e in app.published.items())
+    assert {k[0] for k, e in app.published.items() if not isinstance(e, Stamp)} == {Family.DOMAIN}
     assert await app.reconcile(True) == 0  # converged against the stamps
 
     # Endpoints change for two Services, two teams go away: updates and deletes, nothing else.

@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from kubernetes_asyncio.client import ApiClient, Configuration
-from kubernetes_asyncio.client.exceptions import ApiException
+from ingress_runtime.kubeclient import ApiClient, ApiException, Configuration
 
 from ..domain.objects import KINDS, Obj, key_of, stored, summarize_secret
 from ..domain.store import ObjectStore

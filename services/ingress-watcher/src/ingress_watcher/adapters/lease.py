@@ -11,8 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from kubernetes_asyncio.client import ApiClient
-from kubernetes_asyncio.client.exceptions import ApiException
+from ingress_runtime.kubeclient import ApiClient, ApiException
 
 from ..domain.lease import decide, lease_spec, released
 from .kube import checked

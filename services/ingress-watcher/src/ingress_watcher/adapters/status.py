@@ -10,8 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from kubernetes_asyncio.client import ApiClient
-from kubernetes_asyncio.client.exceptions import ApiException
+from ingress_runtime.kubeclient import ApiClient, ApiException
 
 from ..domain.objects import Obj, meta
 from ..domain.status import Json, Target, Warning

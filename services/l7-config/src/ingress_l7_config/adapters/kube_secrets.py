@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from kubernetes_asyncio.client import ApiClient, Configuration
+from ingress_runtime.kubeclient import ApiClient, Configuration
 
 from ..domain.model import SecretLookup, SecretMaterial, SecretMissing
 from .secrets import MAX_SECRET_BYTES
