@@ -5,9 +5,11 @@ its scope and outside it."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ingress_events import catalogue as c
@@ -174,3 +176,41 @@ def test_a_manifest_edit_changes_only_its_objects() -> None:
     assert not apply_difference(store, "Ingress", [])
     assert store.take_changes().wholesale
     assert store.objects["Ingress"] == {}
+
+
+def test_a_manifest_file_edit_beside_endpoint_slices_takes_the_ingress_path(
+    tmp_path: Path,
+) -> None:
+    """The store keeps slices in a compact form: the directory must hand them over in that
+    form, or every poll would see every slice as changed and take the full path (it did: the
+    local topology's new domain took 1.2 s at 10,000 present instead of 0.13 s)."""
+    from ingress_watcher.adapters.manifests import ManifestDirectory, apply_difference
+
+    slice_doc = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "addressType": "IPv4",
+        "metadata": {
+            "name": "web-x",
+            "namespace": "team-a",
+            "labels": {"kubernetes.io/service-name": "web"},
+            "managedFields": [{"manager": "kubectl"}],
+        },
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": True}}],
+    }
+    (tmp_path / "slices.yaml").write_text(yaml.safe_dump(slice_doc))
+    web = ingress("team-a", "web", "shop.example.com", "/")
+    (tmp_path / "web.yaml").write_text(yaml.safe_dump(web))
+    directory = ManifestDirectory(tmp_path)
+    store = base()
+    for kind, items in directory.load().items():
+        store.replace(kind, items)
+    store.take_changes()
+
+    edited = ingress("team-a", "web", "shop.example.com", "/api")
+    (tmp_path / "web.yaml").write_text(yaml.safe_dump(edited))
+    for kind, items in directory.load().items():
+        assert apply_difference(store, kind, items)
+    taken = store.take_changes()
+    assert taken.kinds == {"Ingress"} and taken.ingresses_only

@@ -19,7 +19,15 @@ from typing import Any
 
 import yaml
 
-from ..domain.objects import CLUSTER_SCOPED, KINDS, Obj, key_of, name_of, summarize_secret
+from ..domain.objects import (
+    CLUSTER_SCOPED,
+    KINDS,
+    Obj,
+    key_of,
+    name_of,
+    stored,
+    summarize_secret,
+)
 from ..domain.store import ObjectStore
 from .source import Notify
 
@@ -83,7 +91,10 @@ class ManifestDirectory:
             ):
                 raise ValueError(f"document {index}: {kind} {name} needs a valid namespace")
             obj: dict[str, Any] = dict(doc)
-            out.append((str(kind), summarize_secret(obj) if kind == "Secret" else obj))
+            # In the store's form, so that an unchanged object compares equal to the stored one.
+            out.append(
+                (str(kind), summarize_secret(obj) if kind == "Secret" else stored(str(kind), obj))
+            )
         return out
 
     def _secrets(self) -> list[Obj]:

@@ -214,11 +214,17 @@ def slice_endpoints(obj: Obj) -> tuple[SliceEndpoint, ...]:
 def stored(kind: str, obj: Obj) -> Obj:
     """The form the watcher keeps an object in: without managedFields (the server's record of
     who set which field, often larger than the object, read by nothing here), and an
-    EndpointSlice's endpoints as :class:`SliceEndpoint` tuples. Idempotent."""
+    EndpointSlice's endpoints as :class:`SliceEndpoint` tuples. Idempotent, and the object
+    itself when it is in that form already (sources compare what they hold with what they
+    read: a copy of every object at every poll would be a change of every object)."""
     metadata = obj.get("metadata")
+    strip = isinstance(metadata, Mapping) and "managedFields" in metadata
+    compact = kind == "EndpointSlice" and not isinstance(obj.get("endpoints"), tuple)
+    if not strip and not compact:
+        return obj
     slim: dict[str, Any] = dict(obj)
-    if isinstance(metadata, Mapping) and "managedFields" in metadata:
+    if strip and isinstance(metadata, Mapping):
         slim["metadata"] = {k: v for k, v in metadata.items() if k != "managedFields"}
-    if kind == "EndpointSlice":
+    if compact:
         slim["endpoints"] = slice_endpoints(obj)
     return slim
