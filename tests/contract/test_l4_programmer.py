@@ -4,8 +4,11 @@ kernel is the in-memory fake here; the real ones are in services/l4-programmer/t
 
 from __future__ import annotations
 
+import asyncio
 import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -13,7 +16,7 @@ from ingress_events import catalogue as c
 from ingress_events.bus import Bus
 from ingress_l4_programmer.adapters.base import FakeDataplane
 from ingress_l4_programmer.app import L4ProgrammerApp
-from ingress_l4_programmer.domain.model import KernelState
+from ingress_l4_programmer.domain.model import KernelState, Op
 from ingress_l4_programmer.settings import L4ProgrammerSettings
 from ingress_runtime import Readiness, ServiceContext
 from ingress_testkit.capture import Captured, EventCapture
@@ -391,5 +394,60 @@ async def test_a_change_is_programmed_while_the_resync_dump_runs(
                 break
             await asyncio.sleep(0.1)
         assert planned and all(p is None or "198.51.100.11" in p.addresses for p in planned)
+    finally:
+        await app.stop()
+
+
+class StuckKernel(FakeDataplane):
+    """A kernel that takes no writes (a module gone wrong): drift stays."""
+
+    def apply(self, current: KernelState, ops: list[Op]) -> int:
+        self.writes.extend(ops)
+        return len(ops)
+
+
+async def test_a_resync_reports_again_only_what_changed(
+    bus: Bus, event_capture: EventCapture
+) -> None:
+    """Every full pass checks every VIP against the kernel; a VIP whose intent, specs and kernel
+    state are what its report was made from is not reported (nor its report rebuilt) again,
+    and one whose kernel state moved is."""
+    kernel = StuckKernel("ipvs")
+    await _seed(bus, ["10.0.1.1", "10.0.1.2"], vips=3)
+    app = _app(bus, FakeDataplane("ipvs"), resync=0.1)
+    # The start programs through a working kernel; then it gets stuck with that state.
+    await app.start()
+    try:
+        for i in range(3):
+            await event_capture.wait_for(_is(c.L4Programmed, f"198.51.100.{100 + i}"))
+        working = app._dataplane
+        assert isinstance(working, FakeDataplane)
+        kernel.state = working.state
+        app._dataplane = kernel
+        verified: list[str] = []
+        real = app._verify_and_emit
+
+        async def counting(derived: Any, intent: Any, after: KernelState) -> None:
+            verified.append(intent.vip)
+            await real(derived, intent, after)
+
+        app._verify_and_emit = counting  # type: ignore[method-assign]
+        reads = kernel.reads
+        while kernel.reads < reads + 3:  # noqa: ASYNC110 (three full passes, same state)
+            await asyncio.sleep(0.05)
+        assert verified == []
+
+        # One real server of one VIP loses its weight behind the programmer's back.
+        vip = "198.51.100.101"
+        key = next(k for k in kernel.state.services if k.vip == vip)
+        vs = kernel.state.services[key]
+        real_server = next(iter(vs.dests))
+        dests = {**vs.dests, real_server: replace(vs.dests[real_server], weight=7)}
+        services = {**kernel.state.services, key: replace(vs, dests=dests)}
+        kernel.state = replace(kernel.state, services=services)
+        [out] = await event_capture.wait_for(_is(c.L4NotReady, vip))
+        assert isinstance(out.envelope.event, c.L4NotReady)
+        assert out.envelope.event.reason == "VerifyFailed"
+        assert set(verified) == {vip}
     finally:
         await app.stop()

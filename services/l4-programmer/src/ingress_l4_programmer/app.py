@@ -19,6 +19,7 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ingress_events import catalogue as c
 from ingress_events.bus import Consumer, ConsumerSpec
@@ -47,7 +48,9 @@ from .domain.model import (
     DelAddress,
     DesiredState,
     KernelState,
+    Real,
     VsKey,
+    VsSpec,
     describe,
 )
 from .domain.plan import DrainKey, plan, scope
@@ -81,6 +84,35 @@ def durable_name(node: str, family: c.Family) -> str:
     return f"{COMPONENT}-{re.sub(r'[^A-Za-z0-9_-]', '-', node)}-{family.value}"
 
 
+_Seen = tuple[str, frozenset[tuple[Real, int, str]]] | None
+
+
+def _seen(kernel: KernelState, key: VsKey) -> _Seen:
+    """What the report reads of a virtual service: its scheduler and each real server's weight
+    and forwarding (not the connection counts, which move with every connection)."""
+    vs = kernel.services.get(key)
+    if vs is None:
+        return None
+    return vs.scheduler, frozenset((r, d.weight, d.forward) for r, d in vs.dests.items())
+
+
+@dataclass(frozen=True)
+class _Basis:
+    """What a VIP's l4.* report is made of: its intent (the same object while the Deriver left
+    the VIP alone), whether it is bound, and each service's spec and what the kernel has."""
+
+    intent: VipIntent
+    bound: bool
+    services: tuple[tuple[VsSpec | None, _Seen], ...]
+
+    def same(self, other: _Basis) -> bool:
+        return (
+            self.intent is other.intent
+            and self.bound == other.bound
+            and self.services == other.services
+        )
+
+
 class L4ProgrammerApp:
     def __init__(
         self,
@@ -103,6 +135,8 @@ class L4ProgrammerApp:
         self._changed_owners: set[OwnerKey] = set()
         """Owners whose assignment changed since the last derive."""
         self._published: dict[tuple[str, ...], c.Event] = {}
+        self._verified: dict[str, tuple[_Basis, c.Event | None]] = {}
+        """Per VIP: what its last l4.* report was made from, and the event it left in place."""
         self._rejections: dict[tuple[str, ...], c.AdmissionRejected] = {}
         """The admission slots whose last word is a rejection (a subset of ``_published``)."""
         self._generations = GenerationClock()
@@ -405,6 +439,8 @@ class L4ProgrammerApp:
                     )
                 continue
             await self._emit_programmed(derived, intent, after)
+        if only is None:
+            self._verified = {v: known for v, known in self._verified.items() if v in vips}
         released = derived.desired.released
         for vip in sorted(released if only is None else released & only):
             gone = vip not in after.addresses and not any(k.vip == vip for k in after.services)
@@ -414,6 +450,26 @@ class L4ProgrammerApp:
         await self._emit_problems(derived.problems)
 
     async def _emit_programmed(
+        self, derived: Derived, intent: VipIntent, after: KernelState
+    ) -> None:
+        """Verify a VIP against the kernel and report it, unless its report was made from the
+        same intent, specs and kernel state and is still the one in place: a full pass checks
+        every VIP, and at 10,000 VIPs building and comparing the reports took ~0.2 s of the loop
+        every 30 s for nothing."""
+        vip = intent.vip
+        slot = (c.Family.L4.value, self._settings.node_name, vip)
+        basis = _Basis(
+            intent,
+            vip in after.addresses,
+            tuple((derived.desired.services.get(k), _seen(after, k)) for k in intent.services),
+        )
+        known = self._verified.get(vip)
+        if known is not None and known[0].same(basis) and self._published.get(slot) is known[1]:
+            return
+        await self._verify_and_emit(derived, intent, after)
+        self._verified[vip] = (basis, self._published.get(slot))
+
+    async def _verify_and_emit(
         self, derived: Derived, intent: VipIntent, after: KernelState
     ) -> None:
         assert self._dataplane is not None
