@@ -15,6 +15,7 @@ from ingress_events.bus import Bus
 from ingress_runtime import Readiness, ServiceContext
 from ingress_testkit.capture import Captured, EventCapture
 from ingress_watcher.app import WatcherApp
+from ingress_watcher.domain.plan import Stamp
 from ingress_watcher.settings import WatcherSettings
 
 pytestmark = pytest.mark.contract
@@ -188,6 +189,11 @@ async def test_a_restarted_watcher_publishes_nothing_when_converged(
     second = WatcherApp(_context(bus, manifests))
     await second.start()
     try:
+        # What the bus holds, read back a fetch at a time and kept as the planner keeps it:
+        # the stamps made from the stored events must equal those of the desired state.
+        kinds = {(k[0], type(e) is Stamp) for k, e in second.published.items()}
+        assert (c.Family.DOMAIN, False) in kinds and (c.Family.BACKEND, True) in kinds
+        assert (c.Family.ADMISSION, True) in kinds
         await asyncio.wait_for(second.synced.wait(), 10)
         await asyncio.sleep(0.3)
         assert len(event_capture.events) == settled

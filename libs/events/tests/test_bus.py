@@ -129,6 +129,16 @@ async def test_a_replay_never_returns_part_of_the_state(
         await bus.replay(c.Family.DOMAIN, timeout=0.5)
 
 
+async def test_a_replay_in_batches_is_the_replay_a_fetch_at_a_time(bus: Bus) -> None:
+    await bus.publish_many([domain(1, f"h{i}.example.com") for i in range(50)])
+    await bus.publish(domain(2, "h7.example.com"))  # only the last event of a subject comes
+    parts = [part async for part in bus.replay_batches(c.Family.DOMAIN, batch=16)]
+    assert [len(p) for p in parts] == [16, 16, 16, 2]
+    merged = {subject: envelope for part in parts for subject, envelope in part}
+    assert merged == await bus.replay(c.Family.DOMAIN)
+    assert merged[bus.subjects.for_event(domain(2, "h7.example.com"))].event.generation == 2
+
+
 async def test_latest_is_the_current_event_of_exactly_one_key(bus: Bus) -> None:
     await bus.publish(domain(1, "shop.example.com"))
     await bus.publish(domain(2, "shop.example.com"))

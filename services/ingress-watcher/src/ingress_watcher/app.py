@@ -103,6 +103,8 @@ class WatcherApp:
         self.published: dict[StateKey, Published] = {}
         self.synced = asyncio.Event()
         self.reconciles = 0
+        self.events_published = 0
+        """Events this instance published (a converged restart adds none)."""
         self._dirty = asyncio.Event()
         self._full = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -163,7 +165,7 @@ class WatcherApp:
 
     async def start(self) -> None:
         self._ctx.readiness.require("initial-sync")
-        self.published = {k: kept(e) for k, e in (await self._publisher.current()).items()}
+        self.published = await self._publisher.current()
         await self._default_status()
         self._tasks = [
             asyncio.create_task(self._run_source(), name="watcher-source"),
@@ -330,7 +332,7 @@ class WatcherApp:
         while True:
             await asyncio.sleep(self._settings.resync_seconds)
             # Compare with what the bus really holds: a lost or rebuilt bus is repaired here.
-            self.published = {k: kept(e) for k, e in (await self._publisher.current()).items()}
+            self.published = await self._publisher.current()
             self._status_pending |= self.status_index.reset_domains(self.published)
             self._dirty.set()
 
@@ -421,6 +423,7 @@ class WatcherApp:
 
     async def _publish(self, result: Plan) -> int:
         await self._publisher.publish(result.publish)
+        self.events_published += len(result.publish)
         for event in result.publish:
             self.published[key_of_event(event)] = kept(event)
             if event.family is Family.DOMAIN:
