@@ -102,9 +102,11 @@ async def test_parts_publish_what_one_normalize_gives(
         [e for e in batch if e.family is Family.BACKEND] for batch in publisher.batches
     ]
     assert max(len(b) for b in backend_batches) == min(part, len(TEAMS))
-    # The planner keeps stamps of what only it reads, the events of the domains (status).
+    # The planner keeps stamps; the app keeps the domains as published, for status.
     assert all(isinstance(e, Stamp) == (k[0] in STAMPED) for k, e in app.published.items())
-    assert {k[0] for k, e in app.published.items() if not isinstance(e, Stamp)} == {Family.DOMAIN}
+    assert Family.DOMAIN in STAMPED
+    sent_domains = {e.host: e for e in publisher.state.values() if isinstance(e, c.DomainDesired)}
+    assert app.domains == sent_domains and len(sent_domains) == len(TEAMS)
     assert await app.reconcile(True) == 0  # converged against the stamps
 
     # Endpoints change for two Services, two teams go away: updates and deletes, nothing else.
@@ -136,3 +138,21 @@ async def test_every_backend_vanishing_at_once_is_held(monkeypatch: pytest.Monke
     await app.reconcile(True)
     sent = [e for batch in publisher.batches for e in batch]
     assert not [e for e in sent if isinstance(e, c.BackendDeleted | c.DomainDeleted)]
+
+
+async def test_a_restart_against_the_full_bus_rebuilds_what_status_is_made_of() -> None:
+    """The bus keeps every domain; a new process reads back only their stamps. Its first full
+    reconcile publishes nothing, and the domains status is made of are the published ones,
+    with their generations, in the app and in the status index."""
+    publisher = BatchPublisher()
+    first = watcher(publisher)
+    install(first, cluster(TEAMS))
+    await first.reconcile(True)
+
+    second = watcher(publisher)  # the same bus
+    second.published = await publisher.current()
+    assert second.domains == {} and second.status_index.domains == {}
+    install(second, cluster(TEAMS))
+    assert await second.reconcile(True) == 0
+    assert second.domains == first.domains
+    assert second.status_index.domains == first.domains

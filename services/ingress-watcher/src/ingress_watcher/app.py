@@ -34,7 +34,7 @@ from .domain.normalize import (
     normalize_backends,
     normalize_ingresses,
 )
-from .domain.plan import Plan, Published, kept, plan, suspicious_emptiness
+from .domain.plan import Plan, Published, Stamp, kept, plan, suspicious_emptiness
 from .domain.status import StatusIndex, Target, compute_targets, status_patch
 from .domain.store import ObjectStore
 from .settings import WatcherSettings
@@ -46,6 +46,14 @@ BACKENDS_PER_PART = 250
 """Backends normalized and published at a time in a full reconcile: ~2,500 endpoint models
 (~4 MB) at 10 endpoints a Service, and a part is one publish batch. In bench/ingress-watcher
 (10,000 Services) parts of 1,000 peaked at 300 MB, parts of 250 at 281 MB, in the same time."""
+
+
+def _stamp_generation(kept_event: Published | None) -> int | None:
+    """The generation of a live published event, or None (absent or a tombstone)."""
+    if kept_event is None:
+        return None
+    live = kept_event.kind if isinstance(kept_event, Stamp) else type(kept_event)
+    return None if live in c.TOMBSTONES else kept_event.generation
 
 
 def _rfc3339(now_us: int) -> str:
@@ -101,6 +109,9 @@ class WatcherApp:
         self._now_us = now_us
         self.store = ObjectStore()
         self.published: dict[StateKey, Published] = {}
+        self.domains: dict[str, c.DomainDesired] = {}
+        """The domains as published (with their real generations), which the leader's status is
+        made of; ``published`` holds only their stamps."""
         self.synced = asyncio.Event()
         self.reconciles = 0
         self.events_published = 0
@@ -200,7 +211,7 @@ class WatcherApp:
         for family in STATUS_FAMILIES:
             for envelope in (await bus.replay(family)).values():
                 self.reports.offer(envelope)
-        self.status_index = StatusIndex.of(self.published, self.reports.live())
+        self.status_index = StatusIndex.of(self._domain_view(), self.reports.live())
         self._status_full = True
         for family in STATUS_FAMILIES:
             spec = ConsumerSpec(durable=f"{COMPONENT}-status-{family.value}", family=family)
@@ -333,7 +344,15 @@ class WatcherApp:
             await asyncio.sleep(self._settings.resync_seconds)
             # Compare with what the bus really holds: a lost or rebuilt bus is repaired here.
             self.published = await self._publisher.current()
-            self._status_pending |= self.status_index.reset_domains(self.published)
+            # A domain the bus no longer holds as published is gone for status too, until the
+            # reconcile that follows publishes it again.
+            self.domains = {
+                host: event
+                for host, event in self.domains.items()
+                if _stamp_generation(self.published.get((Family.DOMAIN, (host,))))
+                == event.generation
+            }
+            self._status_pending |= self.status_index.reset_domains(self._domain_view())
             self._dirty.set()
 
     def _update_backend_keys(
@@ -383,6 +402,7 @@ class WatcherApp:
             )
             current = {k: self.published[k] for k in scope if k in self.published}
             count = await self._publish(plan(desired, current, self._now_us()))
+            self._adopt_domains(desired)
             self._update_backend_keys(scope, desired)
         else:
             count = await self._reconcile_everything(full)
@@ -404,6 +424,7 @@ class WatcherApp:
         known = {k: e for k, e in self.published.items() if k[0] is not Family.BACKEND}
         protect = suspicious_emptiness(front, known) if full else frozenset()
         count = await self._publish(plan(front, known, self._now_us(), protect))
+        self._adopt_domains(front)
         del front, known
         wanted: set[StateKey] = set()
         ordered = sorted(refs)
@@ -421,13 +442,36 @@ class WatcherApp:
         self._backend_keys = backend_index(wanted)
         return count
 
+    def _domain_view(self) -> dict[StateKey, c.Event]:
+        return {(Family.DOMAIN, (host,)): event for host, event in self.domains.items()}
+
+    def _set_domain(self, event: c.Event) -> None:
+        if isinstance(event, c.DomainDesired):
+            self.domains[event.host] = event
+        elif isinstance(event, c.DomainDeleted):
+            self.domains.pop(event.host, None)
+        self._status_pending |= self.status_index.domain(event)
+
+    def _adopt_domains(self, desired: Mapping[StateKey, c.Event]) -> None:
+        """The desired domains the plan left alone are as published: with the published
+        generation, they are what status is made of (after a start against a full bus,
+        ``domains`` is empty until here, and the events read back were never kept)."""
+        for (family, _), want in desired.items():
+            if family is not Family.DOMAIN or not isinstance(want, c.DomainDesired):
+                continue
+            known = self.domains.get(want.host)
+            generation = _stamp_generation(self.published.get((Family.DOMAIN, (want.host,))))
+            if generation is None or (known is not None and known.generation == generation):
+                continue
+            self._set_domain(want.model_copy(update={"generation": generation}))
+
     async def _publish(self, result: Plan) -> int:
         await self._publisher.publish(result.publish)
         self.events_published += len(result.publish)
         for event in result.publish:
             self.published[key_of_event(event)] = kept(event)
             if event.family is Family.DOMAIN:
-                self._status_pending |= self.status_index.domain(event)
+                self._set_domain(event)
             if isinstance(event, c.AdmissionRejected):
                 self._ctx.log.warning(
                     "object rejected",

@@ -71,9 +71,9 @@ class Stamp:
 Published = c.Event | Stamp
 """The last event of a key, or its stamp."""
 
-STAMPED = frozenset({Family.BACKEND, Family.ADMISSION, Family.LBSERVICE})
+STAMPED = frozenset({Family.DOMAIN, Family.BACKEND, Family.ADMISSION, Family.LBSERVICE})
 """The families whose published events are kept as stamps (see :class:`Stamp`): all but the
-domains, which the leader's status is made of, and the few pools and peers."""
+few pools and peers. (The app keeps the domains it published for the leader's status.)"""
 
 
 def kept(event: c.Event) -> Published:
