@@ -34,7 +34,7 @@ from .domain.normalize import (
     normalize_backends,
     normalize_ingresses,
 )
-from .domain.plan import Plan, Published, Stamp, kept, plan, suspicious_emptiness
+from .domain.plan import Plan, Published, is_live, kept, plan, suspicious_emptiness
 from .domain.status import StatusIndex, Target, compute_targets, status_patch
 from .domain.store import ObjectStore
 from .settings import WatcherSettings
@@ -50,10 +50,9 @@ BACKENDS_PER_PART = 250
 
 def _stamp_generation(kept_event: Published | None) -> int | None:
     """The generation of a live published event, or None (absent or a tombstone)."""
-    if kept_event is None:
+    if kept_event is None or not is_live(kept_event):
         return None
-    live = kept_event.kind if isinstance(kept_event, Stamp) else type(kept_event)
-    return None if live in c.TOMBSTONES else kept_event.generation
+    return kept_event.generation
 
 
 def _rfc3339(now_us: int) -> str:

@@ -55,9 +55,8 @@ def tombstone(key: StateKey, generation: int) -> c.Event | None:
 @dataclass(frozen=True, slots=True)
 class Stamp:
     """What the planner keeps of a published event in place of the event: its type, its
-    generation and a digest of its state. For the families that only the planner reads: at
-    10,000 Services the backends' 100,000 endpoint models took ~170 MB, kept between
-    reconciles only to be compared."""
+    generation and a digest of its state. At 10,000 Services the backends' 100,000 endpoint
+    models took ~170 MB, kept between reconciles only to be compared."""
 
     kind: type[c.Event]
     generation: int
