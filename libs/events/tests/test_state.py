@@ -1,3 +1,5 @@
+import gc
+import weakref
 from datetime import UTC, datetime
 
 import pytest
@@ -77,3 +79,15 @@ def test_generation_clock_always_moves_forward() -> None:
     assert clock.next(1_001) == 1_002  # clock stepped back
     now[0] = 5_000
     assert clock.next(1_002) == 5_000  # a restarted producer jumps above its predecessor
+
+
+def test_the_event_is_kept_and_its_envelope_let_go() -> None:
+    state: LatestByKey[c.Event] = LatestByKey()
+    envelope = _env(_domain(2))
+    event = envelope.event
+    gone = weakref.ref(envelope)
+    assert state.offer(envelope)
+    del envelope
+    gc.collect()
+    assert gone() is None  # its ~1.8 KB of CloudEvents attributes are not held
+    assert state.get(c.Family.DOMAIN, ("a.example.com",)) is event
