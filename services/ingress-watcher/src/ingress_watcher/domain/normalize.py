@@ -670,12 +670,7 @@ def _validated_endpoints(candidates: list[dict[str, Any]]) -> list[c.Endpoint]:
         return valid
 
 
-def _endpoints(
-    namespace: str,
-    service: Obj,
-    port: Mapping[str, Any],
-    slices: Sequence[Obj],
-) -> list[c.Endpoint]:
+def _endpoints(port: Mapping[str, Any], slices: Sequence[Obj]) -> list[c.Endpoint]:
     port_name = port.get("name") or ""
     protocol = port.get("protocol") or "TCP"
     candidates: list[dict[str, Any]] = []
@@ -753,7 +748,7 @@ def _backends(refs: Iterable[tuple[str, str, int]], objects: Objects, out: _Out)
                 port_name=port.get("name") or None,
                 protocol=port.get("protocol") or "TCP",
                 app_protocol=port.get("appProtocol"),
-                endpoints=_endpoints(namespace, service, port, slices),
+                endpoints=_endpoints(port, slices),
             )
         )
 
