@@ -19,7 +19,7 @@ from ingress_watcher.app import WatcherApp
 from ingress_watcher.domain.normalize import Policy, normalize
 from ingress_watcher.domain.plan import STAMPED, Stamp, same_state
 from ingress_watcher.settings import WatcherSettings
-from watcher_objects import base, domain, ingress, service
+from watcher_objects import base, domain, endpoint_slice, ingress, service
 
 pytestmark = pytest.mark.unit
 
@@ -36,21 +36,15 @@ class BatchPublisher(InMemoryPublisher):
         await super().publish(events)
 
 
-def endpoint_slice(ns: str, svc: str, ready: int) -> dict[str, Any]:
-    return {
-        "kind": "EndpointSlice",
-        "addressType": "IPv4",
-        "metadata": {
-            "name": f"{svc}-x",
-            "namespace": ns,
-            "labels": {"kubernetes.io/service-name": svc},
-        },
-        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-        "endpoints": [
+def app_slice(ns: str, ready: int) -> dict[str, Any]:
+    return endpoint_slice(
+        ns,
+        "app",
+        [
             {"addresses": [f"10.0.{ready}.{i + 1}"], "conditions": {"ready": i < ready}}
             for i in range(3)
         ],
-    }
+    )
 
 
 def cluster(teams: list[str], ready: int = 2) -> list[dict[str, Any]]:
@@ -61,7 +55,7 @@ def cluster(teams: list[str], ready: int = 2) -> list[dict[str, Any]]:
             domain(ns, host),
             service(ns, "app"),
             ingress(ns, "app", host, "/", service_name="app"),
-            endpoint_slice(ns, "app", ready),
+            app_slice(ns, ready),
         ]
     return objects
 

@@ -17,28 +17,24 @@ from ingress_watcher.domain.normalize import (
     normalize_backends,
 )
 from ingress_watcher.domain.store import ObjectStore
-from watcher_objects import base, domain, ingress, service
+from watcher_objects import base, domain, endpoint_slice, ingress, service
 
 pytestmark = pytest.mark.unit
 
 SERVICES = [("team-a", "web"), ("team-a", "api"), ("team-b", "web"), ("team-a", "lonely")]
 
 
-def endpoint_slice(ns: str, svc: str, suffix: str, ready: list[bool], port: int = 8080) -> Any:
-    return {
-        "kind": "EndpointSlice",
-        "addressType": "IPv4",
-        "metadata": {
-            "name": f"{svc}-{suffix}",
-            "namespace": ns,
-            "labels": {"kubernetes.io/service-name": svc},
-        },
-        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
-        "endpoints": [
+def ready_slice(ns: str, svc: str, suffix: str, ready: list[bool], port: int = 8080) -> Any:
+    return endpoint_slice(
+        ns,
+        svc,
+        [
             {"addresses": [f"10.0.{len(suffix)}.{i + 1}"], "conditions": {"ready": r}}
             for i, r in enumerate(ready)
         ],
-    }
+        name=f"{svc}-{suffix}",
+        port=port,
+    )
 
 
 def cluster() -> ObjectStore:
@@ -49,7 +45,7 @@ def cluster() -> ObjectStore:
         ingress("team-a", "web", "shop.example.com", "/"),
         ingress("team-a", "api", "shop.example.com", "/api", service_name="api"),
         ingress("team-b", "web", "other.example.com", "/"),
-        endpoint_slice("team-a", "web", "a", [True, True]),
+        ready_slice("team-a", "web", "a", [True, True]),
     )
     store.take_changes()
     return store
@@ -73,7 +69,7 @@ def test_slice_changes_fast_path_equals_full_normalize(changes: list[Any]) -> No
         if ready is None:
             store.delete("EndpointSlice", (ns, f"{svc}-{suffix}"))
         else:
-            store.upsert("EndpointSlice", endpoint_slice(ns, svc, suffix, ready, port))
+            store.upsert("EndpointSlice", ready_slice(ns, svc, suffix, ready, port))
     taken = store.take_changes()
     assert taken.endpoint_slices_only
     fast = normalize_backends(
@@ -96,7 +92,7 @@ def test_slice_changes_fast_path_equals_full_normalize(changes: list[Any]) -> No
 
 def test_a_slice_moved_to_another_service_refreshes_both() -> None:
     store = cluster()
-    moved = endpoint_slice("team-a", "api", "a", [True])
+    moved = ready_slice("team-a", "api", "a", [True])
     moved["metadata"]["name"] = "web-a"  # same object, its service label now says api
     store.upsert("EndpointSlice", moved)
     taken = store.take_changes()
@@ -105,7 +101,7 @@ def test_a_slice_moved_to_another_service_refreshes_both() -> None:
 
 def test_other_changes_take_the_full_path() -> None:
     store = cluster()
-    store.upsert("EndpointSlice", endpoint_slice("team-a", "web", "a", [False]))
+    store.upsert("EndpointSlice", ready_slice("team-a", "web", "a", [False]))
     store.upsert("Service", service("team-a", "web", port=81))
     assert not store.take_changes().endpoint_slices_only
     store.replace("EndpointSlice", [])

@@ -20,7 +20,7 @@ from ingress_watcher.domain.normalize import (
     normalize_with_index,
 )
 from ingress_watcher.domain.store import ObjectStore
-from watcher_objects import base, domain, ingress, service, tls_secret
+from watcher_objects import base, domain, endpoint_slice, ingress, service, tls_secret
 
 pytestmark = pytest.mark.unit
 
@@ -186,19 +186,13 @@ def test_a_manifest_file_edit_beside_endpoint_slices_takes_the_ingress_path(
     local topology's new domain took 1.2 s at 10,000 present instead of 0.13 s)."""
     from ingress_watcher.adapters.manifests import ManifestDirectory, apply_difference
 
-    slice_doc = {
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "addressType": "IPv4",
-        "metadata": {
-            "name": "web-x",
-            "namespace": "team-a",
-            "labels": {"kubernetes.io/service-name": "web"},
-            "managedFields": [{"manager": "kubectl"}],
-        },
-        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-        "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": True}}],
-    }
+    slice_doc = endpoint_slice(
+        "team-a",
+        "web",
+        [{"addresses": ["10.0.0.1"], "conditions": {"ready": True}}],
+        managedFields=[{"manager": "kubectl"}],
+    )
+    slice_doc["apiVersion"] = "discovery.k8s.io/v1"
     (tmp_path / "slices.yaml").write_text(yaml.safe_dump(slice_doc))
     web = ingress("team-a", "web", "shop.example.com", "/")
     (tmp_path / "web.yaml").write_text(yaml.safe_dump(web))

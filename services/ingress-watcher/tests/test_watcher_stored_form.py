@@ -14,7 +14,7 @@ from ingress_events import catalogue as c
 from ingress_events.catalogue import Family
 from ingress_watcher.domain.normalize import Policy, normalize
 from ingress_watcher.domain.objects import SliceEndpoint, stored
-from watcher_objects import base, ingress, store
+from watcher_objects import base, endpoint_slice, ingress, store
 
 pytestmark = pytest.mark.unit
 
@@ -51,19 +51,14 @@ endpoints = st.one_of(
 )
 
 
-def endpoint_slice(items: list[Any], address_type: str) -> dict[str, Any]:
-    return {
-        "kind": "EndpointSlice",
-        "addressType": address_type,
-        "metadata": {
-            "name": "web-x",
-            "namespace": "team-a",
-            "labels": {"kubernetes.io/service-name": "web"},
-            "managedFields": [{"manager": "kube-controller-manager", "fieldsV1": {}}],
-        },
-        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-        "endpoints": items,
-    }
+def web_slice(items: list[Any], address_type: str) -> dict[str, Any]:
+    return endpoint_slice(
+        "team-a",
+        "web",
+        items,
+        address_type=address_type,
+        managedFields=[{"manager": "kube-controller-manager", "fieldsV1": {}}],
+    )
 
 
 @settings(max_examples=150, deadline=None)
@@ -71,7 +66,7 @@ def endpoint_slice(items: list[Any], address_type: str) -> dict[str, Any]:
 def test_normalize_reads_the_stored_form_as_the_api_form(
     items: list[Any], address_type: str
 ) -> None:
-    raw = endpoint_slice(items, address_type)
+    raw = web_slice(items, address_type)
     via_store = base(ingress("team-a", "web", "shop.example.com", "/"), raw)
     as_sent = {kind: dict(objects) for kind, objects in via_store.objects.items()}
     as_sent["EndpointSlice"] = {("team-a", "web-x"): raw}
@@ -79,7 +74,7 @@ def test_normalize_reads_the_stored_form_as_the_api_form(
 
 
 def test_the_stored_form_is_slim_and_idempotent() -> None:
-    raw = endpoint_slice(
+    raw = web_slice(
         [
             {
                 "addresses": ["10.0.0.1"],
@@ -129,7 +124,7 @@ def test_the_stored_form_is_slim_and_idempotent() -> None:
 def test_an_endpoint_reads_as_the_api_defines_it(
     endpoint: dict[str, Any], expected: dict[str, Any], through_store: bool
 ) -> None:
-    raw = endpoint_slice([{"addresses": ["10.0.0.1"], **endpoint}], "IPv4")
+    raw = web_slice([{"addresses": ["10.0.0.1"], **endpoint}], "IPv4")
     objects = base(ingress("team-a", "web", "shop.example.com", "/"), raw)
     view = {kind: dict(items) for kind, items in objects.objects.items()}
     if not through_store:

@@ -73,6 +73,31 @@ def service(
     }
 
 
+def endpoint_slice(
+    ns: str,
+    svc: str,
+    endpoints: list[Any],
+    *,
+    name: str | None = None,
+    port: int = 8080,
+    address_type: str = "IPv4",
+    **metadata: Any,
+) -> dict[str, Any]:
+    """An EndpointSlice of Service ``svc`` with the given endpoints (as the API sends them)."""
+    return {
+        "kind": "EndpointSlice",
+        "addressType": address_type,
+        "metadata": {
+            "name": name or f"{svc}-x",
+            "namespace": ns,
+            "labels": {"kubernetes.io/service-name": svc},
+            **metadata,
+        },
+        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+        "endpoints": endpoints,
+    }
+
+
 def ingress(
     ns: str,
     name: str,
