@@ -17,7 +17,9 @@ import pytest
 import pytest_asyncio
 from ingress_events import catalogue as c
 from ingress_events.bus import Bus, BusSettings
+from ingress_l7_config.adapters.xds import EnvoyStream
 from ingress_l7_config.app import L7ConfigApp
+from ingress_l7_config.domain.resources import CLUSTER, LISTENER
 from ingress_l7_config.settings import L7ConfigSettings
 from ingress_l7_config.testing import (
     CertAuthority,
@@ -80,8 +82,25 @@ class Stack:
         return reply.service if reply.status == 200 else str(reply.status)
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def stack() -> AsyncIterator[Stack]:
+def _settings(
+    http: int, https: int, secrets: Path, instance: str, xds_port: int = 0
+) -> L7ConfigSettings:
+    return L7ConfigSettings(
+        xds_port=xds_port,
+        listen_address="127.0.0.1",
+        http_port=http,
+        https_port=https,
+        https_redirect_port=https,
+        secrets_dir=secrets,
+        debounce_seconds=0.005,
+        instance=instance,
+    )
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=["delta", "sotw"])
+async def stack(request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
+    """Every test runs against an Envoy on delta xDS (what deploy/ configures) and on state of
+    the world (the other variant the server speaks)."""
     binary = find_nats_server()
     assert binary is not None, "nats-server is not installed (scripts/setup)"
     nats = NatsServer(binary).start()
@@ -91,23 +110,18 @@ async def stack() -> AsyncIterator[Stack]:
     await bus.ensure_streams()
     capture = await EventCapture(bus).start()
     http, https = free_port(), free_port()
-    settings = L7ConfigSettings(
-        xds_port=0,
-        listen_address="127.0.0.1",
-        http_port=http,
-        https_port=https,
-        https_redirect_port=https,
-        secrets_dir=secrets,
-        debounce_seconds=0.005,
-        instance=f"it-{uuid.uuid4().hex[:6]}",
-    )
+    settings = _settings(http, https, secrets, f"it-{uuid.uuid4().hex[:6]}")
     app = L7ConfigApp(context(bus, settings))
     envoy: EnvoyProcess | None = None
     try:
         await app.start()
         for name, server in echo.items():
             await bus.publish(endpoints(name, server.port))
-        envoy = EnvoyProcess(node=f"l7-config-it-{uuid.uuid4().hex[:6]}", xds_port=app.xds_port)
+        envoy = EnvoyProcess(
+            node=f"l7-config-it-{uuid.uuid4().hex[:6]}",
+            xds_port=app.xds_port,
+            delta=request.param == "delta",
+        )
         envoy.start()
         yield Stack(bus, capture, app, envoy, echo, http, https, secrets, make_ca())
     finally:
@@ -123,6 +137,13 @@ async def stack() -> AsyncIterator[Stack]:
 
         shutil.rmtree(secrets, ignore_errors=True)
     capture.assert_clean()
+
+
+async def test_the_envoy_speaks_the_variant_of_its_bootstrap(stack: Stack) -> None:
+    await stack.apply(domain("variant.example.com", [route("/", "Prefix", "svc-a")]))
+    [stream] = stack.app.xds.streams
+    assert stream.delta is stack.envoy.delta
+    assert await stack.service("variant.example.com", "/") == "svc-a"
 
 
 async def test_ingress_path_rules_by_traffic(stack: Stack) -> None:
@@ -395,3 +416,80 @@ async def test_remote_backend_takes_the_share_local_capacity_lost(stack: Stack) 
     finally:
         await local.stop()
         await far.stop()
+
+
+async def test_a_dropped_cluster_leaves_the_envoy_after_its_routes(stack: Stack) -> None:
+    host = "lonely.example.com"
+    cluster = "shop/svc-lonely/80"
+    await stack.bus.publish(endpoints("svc-lonely", stack.echo["svc-c"].port))
+    await stack.apply(domain(host, [route("/", "Prefix", "svc-lonely")]))
+    [stream] = stack.app.xds.streams
+    assert cluster in stream.states[CLUSTER].acked
+    assert await stack.service(host, "/") == "svc-c"
+    await stack.bus.publish(
+        c.DomainDeleted(generation=dt.datetime.now().microsecond + 10**9, host=host)
+    )
+    await stack.capture.wait_for(
+        lambda x: isinstance(x.envelope.event, c.L7Removed) and x.envelope.event.host == host
+    )
+    # The Envoy ACKed a response without the cluster: the delta removal, or a set without it.
+    deadline = asyncio.get_running_loop().time() + 10
+    while cluster in stream.states[CLUSTER].acked:
+        assert asyncio.get_running_loop().time() < deadline, stream.sent[-6:]
+        await asyncio.sleep(0.05)
+    assert await stack.service(host, "/") == "404"
+    assert await stack.service("variant.example.com", "/") == "svc-a"
+
+
+async def test_a_restarted_server_sends_a_delta_envoy_only_what_changed(stack: Stack) -> None:
+    """l7-config restarts under a running Envoy. Over delta the Envoy reconnects saying what it
+    holds, and gets nothing it has; over state of the world every set is sent again."""
+    host = "restart.example.com"
+    await stack.apply(domain(host, [route("/", "Prefix", "svc-d")]))
+    http, https, xds_port = free_port(), free_port(), free_port()
+    instance = f"restart-{uuid.uuid4().hex[:6]}"
+    settings = _settings(http, https, stack.secrets, instance, xds_port)
+    first = L7ConfigApp(context(stack.bus, settings))
+    await first.start()
+    envoy = EnvoyProcess(node=f"restart-{instance}", xds_port=xds_port, delta=stack.envoy.delta)
+    envoy.start()
+    second: L7ConfigApp | None = None
+    try:
+        await wait_for_reply(http, host, "/", "svc-d")
+        await first.stop()
+        # The Envoy keeps serving what it holds while no control plane answers.
+        assert (await http_get(http, host, "/")).service == "svc-d"
+        second = L7ConfigApp(context(stack.bus, settings))
+        await second.start()
+        stream = await _settled_stream(second)
+        kinds = {kind for kind, names in stream.sent if names}
+        if envoy.delta:
+            assert kinds == set(), stream.sent
+        else:
+            assert {"CDS", "LDS"} <= kinds, stream.sent
+        # The new stream is live: a change goes through it.
+        await stack.bus.publish(domain(host, [route("/", "Prefix", "svc-e")]))
+        await wait_for_reply(http, host, "/", "svc-e")
+    finally:
+        envoy.cleanup()
+        await (second or first).stop()
+
+
+async def _settled_stream(app: L7ConfigApp, timeout: float = 15.0) -> EnvoyStream:
+    """The app's one stream once listeners and clusters were asked for and nothing has been in
+    flight for half a second."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        streams = app.xds.streams
+        if (
+            streams
+            and streams[0].states[CLUSTER].requested
+            and streams[0].states[LISTENER].requested
+            and not streams[0].in_flight
+        ):
+            await asyncio.sleep(0.5)
+            if not streams[0].in_flight:
+                return streams[0]
+        assert loop.time() < deadline, [s.sent for s in streams]
+        await asyncio.sleep(0.05)

