@@ -398,6 +398,7 @@ class Result:
     domains: int
     samples: int
     changes: int
+    xds: str = "delta"
     load_publish_s: float = 0.0
     load_live_s: float = 0.0
     rss_mb: float = 0.0
@@ -430,9 +431,9 @@ class Run:
         self.generation += 1
         return self.generation
 
-    async def size(self, domains: int) -> Result:
+    async def size(self, domains: int, xds: str, nginx_baseline: bool) -> Result:
         a = self.args
-        result = Result(domains, self.samples, a.changes)
+        result = Result(domains, self.samples, a.changes, xds)
         result.build_s, result.rds_bytes = rebuild_cost(domains)
         print(f"[{domains}] one full build_snapshot: {result.build_s:.2f} s", flush=True)
         binary = find_nats_server()
@@ -451,7 +452,11 @@ class Run:
         backend_of = {i: echoes[i % len(echoes)] for i in range(domains)}
         try:
             service.start()
-            envoy = EnvoyProcess(node=f"l7-bench-{uuid.uuid4().hex[:6]}", xds_port=service.xds_port)
+            envoy = EnvoyProcess(
+                node=f"l7-bench-{uuid.uuid4().hex[:6]}",
+                xds_port=service.xds_port,
+                delta=xds == "delta",
+            )
             envoy.start()
 
             # -- initial load
@@ -583,7 +588,7 @@ class Run:
             service.stop()
 
             # -- baseline: reload-based nginx, same domains and routes
-            if not a.no_nginx:
+            if nginx_baseline:
                 base = [(i, echoes[i % len(echoes)].port) for i in range(domains)]
                 t0 = time.monotonic()
                 nginx.apply(base)
@@ -633,19 +638,19 @@ def verdict(ok: bool) -> str:
 
 def render(results: list[Result], args: argparse.Namespace, load: str) -> str:
     lines = [
-        "| domains | routes | clusters | load: published | load: live through Envoy "
+        "| domains, xDS | routes | clusters | load: published | load: live through Envoy "
         "| ADS RSS after load (peak) | ADS RSS after churn (peak) | Envoy RSS |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
-            f"| {r.domains} | {3 * r.domains} | {r.domains} | {r.load_publish_s:.1f} s "
+            f"| {r.domains}, {r.xds} | {3 * r.domains} | {r.domains} | {r.load_publish_s:.1f} s "
             f"| {r.load_live_s:.1f} s | {r.rss_mb:.0f} MiB ({r.hwm_mb:.0f}) "
             f"| {r.rss_end_mb:.0f} MiB ({r.hwm_end_mb:.0f}) | {r.envoy_rss_mb:.0f} MiB |"
         )
     lines += [
         "",
-        "| domains | measure | samples | p50 | p99 | max | target |",
+        "| domains, xDS | measure | samples | p50 | p99 | max | target |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -653,30 +658,57 @@ def render(results: list[Result], args: argparse.Namespace, load: str) -> str:
         if not rl:
             continue
         lines.append(
-            f"| {r.domains} | new route live, Envoy + ADS (bus publish -> first 200) | {len(rl)} "
+            f"| {r.domains}, {r.xds} | new route live, Envoy + ADS (bus publish -> first 200) "
+            f"| {len(rl)} "
             f"| {pct(rl, 0.5):.0f} ms | {pct(rl, 0.99):.0f} ms | {max(rl) * 1000:.0f} ms "
             f"| p99 <= 100 ms: {verdict(pct(rl, 0.99) <= 100)} |"
         )
         if len(nl) == len(rl):
             lines.append(
-                f"| {r.domains} | new route live, nginx render + `nginx -s reload` | {len(nl)} "
+                f"| {r.domains}, {r.xds} | new route live, nginx render + `nginx -s reload` "
+                f"| {len(nl)} "
                 f"| {pct(nl, 0.5):.0f} ms | {pct(nl, 0.99):.0f} ms | {max(nl) * 1000:.0f} ms "
                 f"| baseline |"
             )
             lines.append(
-                f"| {r.domains} | ratio nginx / Envoy (p50, p99) | | "
+                f"| {r.domains}, {r.xds} | ratio nginx / Envoy (p50, p99) | | "
                 f"{pct(nl, 0.5) / pct(rl, 0.5):.2f}x | {pct(nl, 0.99) / pct(rl, 0.99):.2f}x | | |"
             )
         if not el:
             continue
         lines.append(
-            f"| {r.domains} | endpoint change live (bus publish -> first answer from the new "
-            f"endpoint) | {len(el)} | {pct(el, 0.5):.0f} ms | {pct(el, 0.99):.0f} ms "
+            f"| {r.domains}, {r.xds} | endpoint change live (bus publish -> first answer from "
+            f"the new endpoint) | {len(el)} | {pct(el, 0.5):.0f} ms | {pct(el, 0.99):.0f} ms "
             f"| {max(el) * 1000:.0f} ms | p99 <= 50 ms: {verdict(pct(el, 0.99) <= 50)} |"
         )
+    by_variant = {(r.domains, r.xds): r for r in results if r.route_live}
+    pairs = [
+        (by_variant[(d, "sotw")], delta)
+        for (d, x), delta in by_variant.items()
+        if x == "delta" and (d, "sotw") in by_variant
+    ]
+    if pairs:
+        lines += [
+            "",
+            "| domains | state of the world / delta, same run | new route live p50 | p99 "
+            "| endpoint change live p50 | p99 |",
+            "|---|---|---|---|---|---|",
+        ]
+        for sotw, delta in pairs:
+            ratios = [
+                pct(a, q) / pct(b, q)
+                for a, b in (
+                    (sotw.route_live, delta.route_live),
+                    (sotw.endpoint_live, delta.endpoint_live),
+                )
+                for q in (0.5, 0.99)
+            ]
+            lines.append(
+                f"| {delta.domains} | ratio | " + " | ".join(f"{x:.2f}x" for x in ratios) + " |"
+            )
     lines += [
         "",
-        "| domains | changes under traffic | time to apply all | requests | failed | detail "
+        "| domains, xDS | changes under traffic | time to apply all | requests | failed | detail "
         "| target |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -684,7 +716,7 @@ def render(results: list[Result], args: argparse.Namespace, load: str) -> str:
         if not r.churn_requests:
             continue
         lines.append(
-            f"| {r.domains} | {r.changes} | {r.churn_s:.1f} s | {r.churn_requests} "
+            f"| {r.domains}, {r.xds} | {r.changes} | {r.churn_s:.1f} s | {r.churn_requests} "
             f"| {r.churn_failed} | {r.churn_detail or '-'} "
             f"| 0 failed: {verdict(r.churn_failed == 0)} |"
         )
@@ -695,22 +727,34 @@ def render(results: list[Result], args: argparse.Namespace, load: str) -> str:
         "|---|---|---|",
     ]
     for r in results:
-        lines.append(f"| {r.domains} | {r.build_s * 1000:.0f} ms | {r.rds_bytes / 1024:.0f} KiB |")
-    lines += ["", "| domains | target: ADS server memory <= 500 MB (peak VmHWM) |", "|---|---|"]
+        if r.xds == results[0].xds:
+            lines.append(
+                f"| {r.domains} | {r.build_s * 1000:.0f} ms | {r.rds_bytes / 1024:.0f} KiB |"
+            )
+    lines += [
+        "",
+        "| domains, xDS | target: ADS server memory <= 500 MB (peak VmHWM) |",
+        "|---|---|",
+    ]
     for r in results:
         peak = max(r.hwm_mb, r.hwm_end_mb)
-        lines.append(f"| {r.domains} | {peak:.0f} MiB: {verdict(peak * 1.048576 <= 500)} |")
+        lines.append(
+            f"| {r.domains}, {r.xds} | {peak:.0f} MiB: {verdict(peak * 1.048576 <= 500)} |"
+        )
     if any(r.nginx_load_s for r in results):
         lines += ["", "| domains | nginx initial start, live | nginx master RSS |", "|---|---|---|"]
         for r in results:
-            lines.append(f"| {r.domains} | {r.nginx_load_s:.1f} s | {r.nginx_rss_mb:.0f} MiB |")
+            if r.nginx_load_s:
+                lines.append(f"| {r.domains} | {r.nginx_load_s:.1f} s | {r.nginx_rss_mb:.0f} MiB |")
     return "\n".join(lines) + "\n"
 
 
 def command(args: argparse.Namespace) -> str:
     return (
         f"`.venv/bin/python bench/l7-config/run.py --domains {' '.join(map(str, args.domains))} "
-        f"--samples {' '.join(map(str, args.samples))} --changes {args.changes}`"
+        f"--samples {' '.join(map(str, args.samples))} --changes {args.changes}"
+        f"{' --xds ' + ' '.join(args.xds) if args.xds != ['delta'] else ''}"
+        f"{' --no-nginx' if args.no_nginx else ''}`"
     )
 
 
@@ -733,6 +777,13 @@ def main() -> int:
     parser.add_argument("--backends", type=int, default=4, help="echo backend processes")
     parser.add_argument("--load-timeout", type=float, default=1800.0)
     parser.add_argument("--no-nginx", action="store_true", help="skip the reload baseline")
+    parser.add_argument(
+        "--xds",
+        nargs="+",
+        choices=["delta", "sotw"],
+        default=["delta"],
+        help="Envoy's ADS variants, each run in turn per size (delta: what deploy/ configures)",
+    )
     args = parser.parse_args()
     results: list[Result] = []
     run = Run(args)
@@ -757,8 +808,9 @@ def main() -> int:
     run.checkpoint = lambda result: write([*results, result], True)
     for n, domains in enumerate(args.domains):
         run.samples = args.samples[min(n, len(args.samples) - 1)]
-        results.append(asyncio.run(run.size(domains)))
-        write(results, False)
+        for k, xds in enumerate(args.xds):
+            results.append(asyncio.run(run.size(domains, xds, k == 0 and not args.no_nginx)))
+            write(results, False)
     return 0
 
 
