@@ -15,6 +15,7 @@ from ingress_events.bus import Bus
 from ingress_l7_config.adapters.secrets import MemorySecretStore
 from ingress_l7_config.adapters.xds import FakeEnvoy, FakeXdsServer, XdsObserver
 from ingress_l7_config.app import L7ConfigApp
+from ingress_l7_config.domain.resources import http_scope, http_scope_routes
 from ingress_l7_config.settings import L7ConfigSettings
 from ingress_l7_config.testing import issue, make_ca
 from ingress_testkit import EventCapture
@@ -44,7 +45,8 @@ async def _app(bus: Bus, store: MemorySecretStore) -> tuple[L7ConfigApp, FakeXds
     return app, servers[0]
 
 
-async def test_applied_rejected_removed(bus: Bus, event_capture: EventCapture) -> None:
+@pytest.mark.parametrize("delta", [True, False], ids=["delta", "sotw"])
+async def test_applied_rejected_removed(bus: Bus, event_capture: EventCapture, delta: bool) -> None:
     store = MemorySecretStore()
     ca = make_ca()
     cert, key = issue(ca, ["tls.example.com"])
@@ -52,7 +54,7 @@ async def test_applied_rejected_removed(bus: Bus, event_capture: EventCapture) -
     store.secrets["shop/opaque"] = {"password": b"hunter2"}
     app, xds = await _app(bus, store)
     try:
-        envoy = FakeEnvoy("envoy-1")
+        envoy = FakeEnvoy("envoy-1", delta=delta)
         xds.connect(envoy)
         await bus.publish(endpoints("web", 8080))
         ok = domain("ok.example.com", [route("/", "Prefix", "web")])
@@ -100,7 +102,8 @@ async def test_applied_rejected_removed(bus: Bus, event_capture: EventCapture) -
 
         # Envoy refuses the next version of ok.example.com: rejected with its words, the last
         # good generation stays configured, the other domains are untouched.
-        envoy.refuse["http"] = "Proto constraint validation failed (test refusal)"
+        ok_table = http_scope_routes(http_scope(ok.host, L7ConfigSettings().http_scopes))
+        envoy.refuse[ok_table] = "Proto constraint validation failed (test refusal)"
         bad = domain("ok.example.com", [route("/v2", "Prefix", "web")])
         await bus.publish(bad)
         [hit] = await event_capture.wait_for(

@@ -14,12 +14,17 @@ from ingress_l7_config.domain.resources import (
     CLUSTER,
     ENDPOINT,
     HTTP_ROUTES,
+    HTTP_SCOPE_HEADER,
     LISTENER,
     ROUTE,
+    SCOPED_ROUTE,
     BuildCache,
     BuildOptions,
     Snapshot,
     build_snapshot,
+    http_route_names,
+    http_scope,
+    http_scope_routes,
     snapshot_json,
 )
 from l7_fixtures import NS, domain, endpoints, gen, route, tls
@@ -141,16 +146,19 @@ def test_an_endpoint_change_rebuilds_only_its_endpoints() -> None:
     }
     assert changed == {(ENDPOINT, "shop/s7/80")}
     # Everything else is the very same object: nothing re-serialized, nothing copied.
-    assert after.resources[ROUTE][HTTP_ROUTES] is before.resources[ROUTE][HTTP_ROUTES]
+    for name, table in before.resources[ROUTE].items():
+        assert after.resources[ROUTE][name] is table
     assert after.resources[CLUSTER] == before.resources[CLUSTER]
 
 
-def test_a_new_domain_rebuilds_its_parts_and_the_shared_route_table_only() -> None:
+@pytest.mark.parametrize("scopes", [OPTIONS.http_scopes, 0])
+def test_a_new_domain_rebuilds_its_parts_and_its_route_table_only(scopes: int) -> None:
+    options = BuildOptions(access_log=False, http_scopes=scopes)
     domains, backends = _fleet(50)
     cache = BuildCache()
-    before = build_snapshot(domains, backends, {}, OPTIONS, cache)
+    before = build_snapshot(domains, backends, {}, options, cache)
     domains["new.example.com"] = domain("new.example.com", [route("/", "Prefix", "s3")])
-    after = build_snapshot(domains, backends, {}, OPTIONS, cache)
+    after = build_snapshot(domains, backends, {}, options, cache)
     assert cache.reused == 50
     changed = {
         (t, n)
@@ -158,9 +166,34 @@ def test_a_new_domain_rebuilds_its_parts_and_the_shared_route_table_only() -> No
         for n, r in rs.items()
         if before.resources[t].get(n) is not r
     }
-    # s3's cluster and endpoints are shared with d3: reused; only the route table changes.
-    assert changed == {(ROUTE, HTTP_ROUTES)}
+    # s3's cluster and endpoints are shared with d3: reused. Only the host's route table
+    # changes: its scope's, or the one table.
+    table = http_scope_routes(http_scope("new.example.com", scopes)) if scopes else HTTP_ROUTES
+    assert changed == {(ROUTE, table)}
     assert after.resources[LISTENER] == before.resources[LISTENER]
+
+
+def test_a_host_is_in_its_scope_table_and_a_wildcard_host_in_every_one() -> None:
+    from envoy.config.route.v3 import route_pb2
+
+    options = BuildOptions(access_log=False, http_scopes=8)
+    domains, backends = _fleet(40)
+    domains["*.w.example.com"] = domain("*.w.example.com", [route("/", "Prefix", "s1")])
+    snap = build_snapshot(domains, backends, {}, options)
+    assert sorted(snap.resources[SCOPED_ROUTE]) == sorted(http_route_names(options))
+    seen: dict[str, list[str]] = {}
+    for name, resource in snap.resources[ROUTE].items():
+        table = route_pb2.RouteConfiguration()
+        table.ParseFromString(resource.payload)
+        assert list(table.request_headers_to_remove) == [HTTP_SCOPE_HEADER]
+        for vhost in table.virtual_hosts:
+            seen.setdefault(vhost.name, []).append(name)
+    assert seen.pop("*.w.example.com") == sorted(http_route_names(options))
+    assert len(seen) == 40
+    for host, tables in seen.items():
+        assert tables == [http_scope_routes(http_scope(host, 8))]
+    # The hosts spread over the scopes (d0..d39 under one parent domain).
+    assert len({tables[0] for tables in seen.values()}) >= 6
 
 
 def test_new_options_start_from_nothing() -> None:
@@ -186,10 +219,25 @@ def test_the_route_table_is_byte_for_byte_the_serialized_message() -> None:
         http_redirect_to_https=True,
     )
     secrets = {f"{NS}/cert-1": _material(1)}
-    table = build_snapshot(domains, backends, secrets, OPTIONS).resources[ROUTE][HTTP_ROUTES]
+    one_table = BuildOptions(access_log=False, http_scopes=0)
+    table = build_snapshot(domains, backends, secrets, one_table).resources[ROUTE][HTTP_ROUTES]
     parsed = route_pb2.RouteConfiguration()
     parsed.ParseFromString(table.payload)
     assert len(parsed.virtual_hosts) == 301
     assert parsed.SerializeToString(deterministic=True) == table.payload
     rebuilt = route_pb2.RouteConfiguration(name=HTTP_ROUTES, virtual_hosts=parsed.virtual_hosts)
     assert rebuilt.SerializeToString(deterministic=True) == table.payload
+    # A scoped table also names the header to remove, after the virtual hosts.
+    scoped = BuildOptions(access_log=False, http_scopes=2)
+    for name, table in build_snapshot(domains, backends, secrets, scoped).resources[ROUTE].items():
+        if not name.startswith("http/"):
+            continue
+        parsed = route_pb2.RouteConfiguration()
+        parsed.ParseFromString(table.payload)
+        assert parsed.SerializeToString(deterministic=True) == table.payload
+        rebuilt = route_pb2.RouteConfiguration(
+            name=name,
+            virtual_hosts=parsed.virtual_hosts,
+            request_headers_to_remove=[HTTP_SCOPE_HEADER],
+        )
+        assert rebuilt.SerializeToString(deterministic=True) == table.payload

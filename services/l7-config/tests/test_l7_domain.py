@@ -19,6 +19,7 @@ from ingress_l7_config.domain.resources import (
     ENDPOINT,
     LISTENER,
     ROUTE,
+    SCOPED_ROUTE,
     SECRET,
     TYPES,
     BuildOptions,
@@ -138,7 +139,7 @@ def test_regex_metacharacters_are_literal_path_characters() -> None:
         {"re.example.com": domain("re.example.com", [route("/a.*(b)+", "Prefix", "svc-a")])},
         {},
         {},
-        BuildOptions(),
+        BuildOptions(http_scopes=0),
     )
     vhost = snap.to_json()["RDS"]["http"]["virtual_hosts"][0]  # type: ignore[index]
     assert vhost["routes"][0]["match"] == {"path_separated_prefix": "/a.*(b)+"}
@@ -266,8 +267,13 @@ def golden_snapshot() -> str:
         {d.host: d for d in domains},
         backends,
         {"shop/shop-tls": material},
+        # Four scopes, not the default 64: the same shape, a golden file one can read.
         BuildOptions(
-            listen_address="0.0.0.0", http_port=8080, https_port=8443, https_redirect_port=443
+            listen_address="0.0.0.0",
+            http_port=8080,
+            https_port=8443,
+            https_redirect_port=443,
+            http_scopes=4,
         ),
     )
     return snapshot_json(snap)
@@ -281,7 +287,7 @@ def test_golden_resources() -> None:
     assert text == path.read_text(), "regenerate with UPDATE_GOLDEN=1 and review the diff"
     assert golden_snapshot() == text  # deterministic
     resources = json.loads(text)
-    assert set(resources) == {"LDS", "RDS", "CDS", "EDS", "SDS"}
+    assert set(resources) == {"LDS", "SRDS", "RDS", "CDS", "EDS", "SDS"}
 
 
 def remote(
@@ -320,7 +326,10 @@ def golden_remote() -> str:
         ),
     }
     snap = build_snapshot(
-        {d.host: d for d in (federated, local)}, backends, {}, BuildOptions(access_log=False)
+        {d.host: d for d in (federated, local)},
+        backends,
+        {},
+        BuildOptions(access_log=False, http_scopes=0),
     )
     return snapshot_json(snap)
 
@@ -423,7 +432,13 @@ def _fresh_states(snapshot: object) -> dict[str, TypeState]:
 def test_push_order_and_endpoint_fast_path() -> None:
     first = _snap(8080)
     states = _fresh_states(first)
-    assert _envoy_takes_everything(first, states) == [CLUSTER, ENDPOINT, LISTENER, ROUTE]
+    assert _envoy_takes_everything(first, states) == [
+        CLUSTER,
+        ENDPOINT,
+        LISTENER,
+        SCOPED_ROUTE,
+        ROUTE,
+    ]
     assert _envoy_takes_everything(first, states) == []  # converged: nothing is resent
     assert _envoy_takes_everything(_snap(8081), states) == [ENDPOINT]
 

@@ -146,6 +146,17 @@ async def test_the_envoy_speaks_the_variant_of_its_bootstrap(stack: Stack) -> No
     assert await stack.service("variant.example.com", "/") == "svc-a"
 
 
+async def test_a_host_is_routed_in_any_case_and_with_a_port(stack: Stack) -> None:
+    """The plain-HTTP scope is chosen from the Host as routing sees it (lower case, no port),
+    and the scope header never reaches the backend."""
+    await stack.apply(domain("mixed.example.com", [route("/", "Prefix", "svc-b")]))
+    for host in ("mixed.example.com", "MiXeD.Example.COM", "mixed.example.com:8080"):
+        reply = await http_get(stack.http, host, "/")
+        assert (reply.status, reply.service) == (200, "svc-b"), host
+        names = (reply.field("header-names") or "").split(",")
+        assert "host" in names and "x-ingress-domain-scope" not in names
+
+
 async def test_ingress_path_rules_by_traffic(stack: Stack) -> None:
     host = "match.example.com"
     applied = await stack.apply(

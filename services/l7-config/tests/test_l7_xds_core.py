@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ingress_l7_config.adapters.xds import EnvoyStream, _Core
 from ingress_l7_config.domain.push import (
+    WILDCARD_TYPES,
     Push,
     TypeState,
     after_ack,
@@ -31,6 +32,8 @@ from ingress_l7_config.domain.resources import (
     BuildOptions,
     Snapshot,
     build_snapshot,
+    http_scope,
+    http_scope_routes,
 )
 from l7_fixtures import NS, domain, endpoints, route
 
@@ -48,6 +51,14 @@ class Quiet:
 
     def on_streams_changed(self) -> None:
         return None
+
+
+SCOPES = 4
+
+
+def table(host: str) -> str:
+    """The plain-HTTP route table of ``host`` in the Fleet's snapshots."""
+    return http_scope_routes(http_scope(host, SCOPES))
 
 
 class Fleet:
@@ -72,7 +83,7 @@ class Fleet:
             self.domains,  # type: ignore[arg-type]
             self.backends,  # type: ignore[arg-type]
             {},
-            BuildOptions(access_log=False),
+            BuildOptions(access_log=False, http_scopes=SCOPES),
             self.cache,
         )
         self.sequence += 1
@@ -84,7 +95,7 @@ def ack(core: _Core, stream: EnvoyStream, response: discovery_pb2.DiscoveryRespo
     """The Envoy accepts ``response`` and, for named types, stays subscribed to what it holds
     plus what it was sent (as an Envoy does once clusters and listeners name them)."""
     names: list[str] = []
-    if response.type_url not in (CLUSTER, LISTENER):
+    if response.type_url not in WILDCARD_TYPES:
         held = stream.states[response.type_url].subscribed
         names = sorted(held | set(_names(response)))
     core.handle_request(
@@ -137,7 +148,7 @@ def _message(type_url: str) -> object:
 def _vhosts(response: discovery_pb2.DiscoveryResponse) -> list[str]:
     table = route_pb2.RouteConfiguration()
     response.resources[0].Unpack(table)
-    assert table.name == HTTP_ROUTES
+    assert table.name.startswith(HTTP_ROUTES + "/")
     return [v.name for v in table.virtual_hosts]
 
 
@@ -183,7 +194,7 @@ def test_routes_go_out_before_a_newer_cluster_set() -> None:
     # B is delivered whole first: its route table, not C's clusters.
     rds_b = core.next_response(stream)
     assert rds_b is not None and rds_b.type_url == ROUTE
-    assert _vhosts(rds_b) == ["d0.example.com", "d1.example.com"]
+    assert "d1.example.com" in _vhosts(rds_b) and "d2.example.com" not in _vhosts(rds_b)
     ack(core, stream, rds_b)
     cds_c = core.next_response(stream)
     assert cds_c is not None and cds_c.type_url == CLUSTER and len(cds_c.resources) == 3
@@ -293,7 +304,7 @@ def delta_ack(
     request = discovery_pb2.DeltaDiscoveryRequest(
         type_url=response.type_url, response_nonce=response.nonce
     )
-    if response.type_url not in (CLUSTER, LISTENER):
+    if response.type_url not in WILDCARD_TYPES:
         request.resource_names_subscribe.extend(names)
     core.handle_delta_request(stream, request)
 
@@ -351,7 +362,7 @@ def test_delta_sends_a_new_domain_as_its_own_resources() -> None:
     assert _sent(delta_converge(core, stream)) == [
         (CLUSTER, ["shop/s3/80"], []),
         (ENDPOINT, ["shop/s3/80"], []),
-        (ROUTE, [HTTP_ROUTES], []),
+        (ROUTE, [table("d3.example.com")], []),
     ]
 
 
@@ -366,7 +377,7 @@ def test_delta_removes_a_dropped_cluster_only_after_the_routes() -> None:
     fleet.publish(core)
     # The routes that no longer use the cluster go first; its removal follows their ACK.
     assert _sent(delta_converge(core, stream)) == [
-        (ROUTE, [HTTP_ROUTES], []),
+        (ROUTE, [table("d1.example.com")], []),
         (CLUSTER, [], ["shop/s1/80"]),
     ]
     assert "shop/s1/80" not in stream.states[CLUSTER].acked
@@ -390,7 +401,7 @@ def test_delta_reconnect_sends_only_what_the_envoy_lacks() -> None:
     _, responses = delta_connect(core, snap, held)
     assert _sent(responses) == [
         (ENDPOINT, ["shop/s0/80"], []),
-        (ROUTE, [HTTP_ROUTES], []),
+        (ROUTE, [table("d2.example.com")], []),
         (CLUSTER, [], ["shop/s2/80"]),
     ]
 

@@ -31,14 +31,15 @@ from .domain.layout import FileLayout
 from .domain.model import SecretMaterial
 from .domain.push import Push
 from .domain.resources import (
-    HTTP_ROUTES,
     LISTENER,
     ROUTE,
+    SCOPED_ROUTE,
     BackendKey,
     BuildCache,
     BuildOptions,
     Snapshot,
     build_snapshot,
+    http_route_names,
 )
 from .domain.validate import secret_name, validate_domain
 from .settings import L7ConfigSettings
@@ -76,6 +77,7 @@ class L7ConfigApp(XdsObserver):
             access_log=s.access_log,
             local_locality_weight=s.local_locality_weight,
             files=layout,
+            http_scopes=s.http_scopes,
         )
         self._min_envoys = s.min_envoys
         if xds is not None:
@@ -427,7 +429,8 @@ class L7ConfigApp(XdsObserver):
                 )
         if self._removing:
             http = {(LISTENER, n) for n in snapshot.resources.get(LISTENER, {})}
-            http.add((ROUTE, HTTP_ROUTES))
+            http |= {(SCOPED_ROUTE, n) for n in snapshot.resources.get(SCOPED_ROUTE, {})}
+            http |= {(ROUTE, n) for n in http_route_names(self._options)}
             if all(self._holds(s, snapshot, frozenset(http)) for s in streams):
                 for host in sorted(self._removing):
                     self._emit(c.L7Removed(generation=self._next_generation(host), host=host))

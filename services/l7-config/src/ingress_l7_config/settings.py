@@ -75,3 +75,10 @@ class L7ConfigSettings(ServiceSettings):
         description="Locality weight per ready local endpoint in clusters of a domain with "
         "remote_backends; a remote's weight at the same priority is measured against it",
     )
+    http_scopes: int = Field(
+        default=64,
+        ge=0,
+        le=4096,
+        description="Plain-HTTP route tables (scoped RDS): a change re-sends one table of about "
+        "1/http_scopes of the domains; 0: one table of all of them (file mode always has one)",
+    )

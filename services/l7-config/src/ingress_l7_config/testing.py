@@ -193,6 +193,7 @@ class EchoServer:
                 self.requests += 1
                 body = (
                     f"service={self.service}\npath={path}\nhost={headers.get('host', '')}\n"
+                    f"header-names={','.join(sorted(headers))}\n"
                 ).encode()
                 writer.write(
                     b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n"

@@ -438,11 +438,12 @@ class FakeXdsServer:
                         delta.error_detail.message = error
                     self._core.handle_delta_request(stream, delta)
                     continue
+                # A SotW request names the whole subscription, ACK or NACK alike.
                 request = discovery_pb2.DiscoveryRequest(
                     type_url=push.type_url,
                     response_nonce=nonce,
                     version_info=str(sequence),
-                    resource_names=[] if refused else names,
+                    resource_names=sorted(stream.states[push.type_url].subscribed),
                 )
                 if error is not None:
                     request.error_detail.message = error

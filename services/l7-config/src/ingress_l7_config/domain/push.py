@@ -30,9 +30,20 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
-from .resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, TYPES, Resource, Snapshot
+from .resources import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    ROUTE,
+    SCOPED_ROUTE,
+    SECRET,
+    TYPES,
+    Resource,
+    Snapshot,
+)
 
-WILDCARD_TYPES = frozenset({LISTENER, CLUSTER})
+WILDCARD_TYPES = frozenset({LISTENER, CLUSTER, SCOPED_ROUTE})
+"""Types Envoy subscribes to whole (no resource names): SotW sends them as the set."""
 
 
 @dataclass
@@ -151,6 +162,7 @@ def _wanted_names(
 
 BLOCKED_BY: Mapping[str, frozenset[str]] = {
     LISTENER: frozenset({CLUSTER, SECRET}),
+    SCOPED_ROUTE: frozenset({CLUSTER, SECRET}),
     ROUTE: frozenset({CLUSTER, SECRET}),
 }
 
@@ -209,7 +221,7 @@ def _clusters(
 def _routes_settled(
     snapshot: Snapshot, states: Mapping[str, TypeState], in_flight: Collection[str]
 ) -> bool:
-    for type_url in (LISTENER, ROUTE):
+    for type_url in (LISTENER, SCOPED_ROUTE, ROUTE):
         state = states.get(type_url)
         if state is None or not state.requested:
             continue

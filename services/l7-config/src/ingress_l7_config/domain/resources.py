@@ -16,6 +16,15 @@ Ingress v1 path semantics, mapped onto Envoy's first-match route list:
   escaped dots), never from free text.
 * A host without a virtual host gets Envoy's 404.
 
+The plain-HTTP virtual hosts are split over ``http_scopes`` route tables (scoped RDS), so that a
+change to one domain re-sends, and makes Envoy rebuild, one table of ~1/64 of the fleet instead
+of one table of all of it. HTTP has no SNI to choose a table by, and scoped RDS keys are exact
+header fragments (no wildcards, case-sensitive), so a small Lua filter computes the key from the
+Host the way routing sees it (lower case, port stripped) as :func:`http_scope` does, sets
+``x-ingress-domain-scope`` and clears the route cache; Envoy then picks the scope again. A
+wildcard domain may match a host of any scope, so its virtual host is in every table. Each
+table removes the header before a request goes upstream. File mode keeps one table.
+
 Cross-cluster backends (``remote_backends``, the seed's local-high / remote-low): every cluster of
 such a domain is its own ``<ns>/<service>/<port>@<host>`` cluster whose load assignment holds the
 local endpoints at priority 0 and each remote cluster's VIP as a locality of its own, at priority
@@ -45,8 +54,9 @@ from envoy.config.core.v3 import (  # type: ignore[import-untyped, unused-ignore
 )
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2  # type: ignore[import-untyped, unused-ignore]
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2  # type: ignore[import-untyped, unused-ignore]
-from envoy.config.route.v3 import route_components_pb2, route_pb2  # type: ignore[import-untyped, unused-ignore]
+from envoy.config.route.v3 import route_components_pb2, route_pb2, scoped_route_pb2  # type: ignore[import-untyped, unused-ignore]
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2  # type: ignore[import-untyped, unused-ignore]
+from envoy.extensions.filters.http.lua.v3 import lua_pb2  # type: ignore[import-untyped, unused-ignore]
 from envoy.extensions.filters.http.router.v3 import router_pb2  # type: ignore[import-untyped, unused-ignore]
 from envoy.extensions.filters.listener.tls_inspector.v3 import (  # type: ignore[import-untyped, unused-ignore]
     tls_inspector_pb2,
@@ -75,18 +85,64 @@ from .model import SecretMaterial
 from .validate import secret_name
 
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
+SCOPED_ROUTE = "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration"
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
-TYPES = (CLUSTER, ENDPOINT, SECRET, LISTENER, ROUTE)
+TYPES = (CLUSTER, ENDPOINT, SECRET, LISTENER, SCOPED_ROUTE, ROUTE)
 """Every type, in the order an update is pushed: clusters before their endpoints, both before
 the listeners and routes that point at them (make before break)."""
-SHORT = {LISTENER: "LDS", ROUTE: "RDS", CLUSTER: "CDS", ENDPOINT: "EDS", SECRET: "SDS"}
+SHORT = {
+    LISTENER: "LDS",
+    SCOPED_ROUTE: "SRDS",
+    ROUTE: "RDS",
+    CLUSTER: "CDS",
+    ENDPOINT: "EDS",
+    SECRET: "SDS",
+}
 
 HTTP_LISTENER = "http"
 HTTPS_LISTENER = "https"
 HTTP_ROUTES = "http"
+"""The one plain-HTTP route table when ``http_scopes`` is 0 (file mode)."""
+HTTP_SCOPE_HEADER = "x-ingress-domain-scope"
+_SCOPE_MODULUS = 16777213
+"""Keeps the hash below 2**24, so that Lua's doubles compute it exactly as Python does."""
+
+
+def http_scope(host: str, scopes: int) -> int:
+    """The scope (route table) of a plain-HTTP host; the Lua filter computes the same from the
+    request's Host."""
+    h = 0
+    for byte in host.encode():
+        h = (h * 31 + byte) % _SCOPE_MODULUS
+    return h % scopes
+
+
+def http_scope_routes(scope: int) -> str:
+    return f"{HTTP_ROUTES}/{scope}"
+
+
+def http_route_names(options: BuildOptions) -> tuple[str, ...]:
+    """The plain-HTTP route tables."""
+    if not options.http_scopes:
+        return (HTTP_ROUTES,)
+    return tuple(http_scope_routes(i) for i in range(options.http_scopes))
+
+
+_SCOPE_LUA = f"""-- ingress-domain: the scoped-RDS key of the request (see http_scope in l7-config)
+function envoy_on_request(handle)
+  local host = string.lower(handle:headers():get(":authority") or "")
+  host = string.gsub(host, ":%d+$", "")
+  local h = 0
+  for i = 1, #host do
+    h = (h * 31 + string.byte(host, i)) % {_SCOPE_MODULUS}
+  end
+  handle:headers():replace("{HTTP_SCOPE_HEADER}", tostring(h % SCOPES))
+  handle:clearRouteCache()
+end
+"""
 
 
 def https_routes(host: str) -> str:
@@ -125,6 +181,12 @@ class BuildOptions:
     ``weight`` is measured against it at the same priority)."""
     files: FileLayout | None = None
     """File mode: RDS, EDS and SDS are read from these files instead of over ADS."""
+    http_scopes: int = 64
+    """Plain-HTTP route tables (scoped RDS); 0: one table (file mode always has one)."""
+
+    def __post_init__(self) -> None:
+        if self.files is not None:
+            object.__setattr__(self, "http_scopes", 0)
 
 
 @dataclass(frozen=True)
@@ -207,13 +269,37 @@ def _vhost_field(vhost: route_components_pb2.VirtualHost) -> bytes:
     return _field(_ROUTE_CONFIG_VHOSTS, vhost.SerializeToString(deterministic=True))
 
 
-def _route_table(name: str, vhost_fields: Iterable[bytes]) -> Resource:
-    """A RouteConfiguration of only a name and virtual hosts (see :func:`_vhost_field`): the
-    wire form of a message is its fields in number order and a repeated field is its elements
-    one after another, so this is byte for byte what serializing the assembled message gives,
-    without copying 10,000 virtual hosts into it first."""
+_ROUTE_CONFIG_REMOVE = route_pb2.RouteConfiguration.DESCRIPTOR.fields_by_name[
+    "request_headers_to_remove"
+].number
+
+
+def _route_table(name: str, vhost_fields: Iterable[bytes], scoped: bool = False) -> Resource:
+    """A RouteConfiguration of only a name, virtual hosts (see :func:`_vhost_field`) and, for a
+    scoped table, the scope header removed before upstream: the wire form of a message is its
+    fields in number order and a repeated field is its elements one after another, so this is
+    byte for byte what serializing the assembled message gives, without copying 10,000 virtual
+    hosts into it first."""
     payload = _field(_ROUTE_CONFIG_NAME, name.encode()) + b"".join(vhost_fields)
+    if scoped:
+        payload += _field(_ROUTE_CONFIG_REMOVE, HTTP_SCOPE_HEADER.encode())
     return _wire(name, payload, route_pb2.RouteConfiguration)
+
+
+def _scope(scope: int) -> Resource:
+    name = http_scope_routes(scope)
+    return _resource(
+        name,
+        scoped_route_pb2.ScopedRouteConfiguration(
+            name=name,
+            route_configuration_name=name,
+            key=scoped_route_pb2.ScopedRouteConfiguration.Key(
+                fragments=[
+                    scoped_route_pb2.ScopedRouteConfiguration.Key.Fragment(string_key=str(scope))
+                ]
+            ),
+        ),
+    )
 
 
 def _ads() -> config_source_pb2.ConfigSource:
@@ -414,24 +500,54 @@ def _redirect_host(domain: c.DomainDesired, port: int) -> route_components_pb2.V
 # ----------------------------------------------------------------------------- listeners
 
 
+def _router() -> hcm_pb2.HttpFilter:
+    return hcm_pb2.HttpFilter(
+        name="envoy.filters.http.router", typed_config=_any(router_pb2.Router())
+    )
+
+
+def _scope_filter(scopes: int) -> hcm_pb2.HttpFilter:
+    code = _SCOPE_LUA.replace("SCOPES", str(scopes))
+    return hcm_pb2.HttpFilter(
+        name="envoy.filters.http.lua",
+        typed_config=_any(lua_pb2.Lua(default_source_code=base_pb2.DataSource(inline_string=code))),
+    )
+
+
+def _scoped_routes() -> hcm_pb2.ScopedRoutes:
+    fragment = hcm_pb2.ScopedRoutes.ScopeKeyBuilder.FragmentBuilder(
+        header_value_extractor=hcm_pb2.ScopedRoutes.ScopeKeyBuilder.FragmentBuilder.HeaderValueExtractor(
+            name=HTTP_SCOPE_HEADER, index=0
+        )
+    )
+    return hcm_pb2.ScopedRoutes(
+        name=HTTP_ROUTES,
+        scope_key_builder=hcm_pb2.ScopedRoutes.ScopeKeyBuilder(fragments=[fragment]),
+        rds_config_source=_ads(),
+        scoped_rds=hcm_pb2.ScopedRds(scoped_rds_config_source=_ads()),
+    )
+
+
 def _hcm(
-    stat_prefix: str, route_config: str, options: BuildOptions
+    stat_prefix: str, route_config: str, options: BuildOptions, scopes: int = 0
 ) -> listener_components_pb2.Filter:
+    """``scopes`` > 0: the plain-HTTP manager, its route tables chosen by scope."""
     hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix,
-        rds=hcm_pb2.Rds(
-            config_source=_route_source(route_config, options), route_config_name=route_config
-        ),
-        http_filters=[
-            hcm_pb2.HttpFilter(
-                name="envoy.filters.http.router", typed_config=_any(router_pb2.Router())
-            )
-        ],
+        http_filters=[_scope_filter(scopes), _router()] if scopes else [_router()],
         # Routing sees the host without its port, so "a.example.com:8080" finds its virtual host.
         strip_any_host_port=True,
         # RFC 3986 normalization before matching: "/foo/../bar" cannot sneak past a rule.
         normalize_path=wrappers_pb2.BoolValue(value=True),
     )
+    if scopes:
+        hcm.scoped_routes.CopyFrom(_scoped_routes())
+    else:
+        hcm.rds.CopyFrom(
+            hcm_pb2.Rds(
+                config_source=_route_source(route_config, options), route_config_name=route_config
+            )
+        )
     if options.access_log:
         hcm.access_log.append(
             accesslog_pb2.AccessLog(
@@ -454,7 +570,9 @@ def _http_listener(options: BuildOptions) -> listener_pb2.Listener:
         name=HTTP_LISTENER,
         address=_address(options.listen_address, options.http_port),
         filter_chains=[
-            listener_components_pb2.FilterChain(filters=[_hcm("http", HTTP_ROUTES, options)])
+            listener_components_pb2.FilterChain(
+                filters=[_hcm("http", HTTP_ROUTES, options, options.http_scopes)]
+            )
         ],
     )
 
@@ -641,6 +759,8 @@ class DomainParts:
     http_vhost: bytes
     """Its virtual host on the plain-HTTP route table (the 301 vhost for a redirecting domain),
     as a field of that table's wire form."""
+    http_scope: int | None
+    """The plain-HTTP table it is in; None: every table (a wildcard host, or one table)."""
     https_route: Resource | None
     filter_chain: listener_components_pb2.FilterChain | None
     clusters: tuple[tuple[str, BackendKey], ...]
@@ -662,7 +782,17 @@ def domain_parts(domain: c.DomainDesired, options: BuildOptions) -> DomainParts:
     for ref in refs:
         unique.setdefault(names(ref), backend_key(ref))
     clusters = tuple(unique.items())
-    used: set[tuple[str, str]] = {(LISTENER, HTTP_LISTENER), (ROUTE, HTTP_ROUTES)}
+    scope: int | None = None
+    used: set[tuple[str, str]] = {(LISTENER, HTTP_LISTENER)}
+    if not options.http_scopes:
+        used.add((ROUTE, HTTP_ROUTES))
+    elif domain.host.startswith("*."):
+        for table in http_route_names(options):
+            used |= {(ROUTE, table), (SCOPED_ROUTE, table)}
+    else:
+        scope = http_scope(domain.host, options.http_scopes)
+        table = http_scope_routes(scope)
+        used |= {(ROUTE, table), (SCOPED_ROUTE, table)}
     for name, _ in clusters:
         used |= {(CLUSTER, name), (ENDPOINT, name)}
     vhost = _virtual_host(domain, names)
@@ -680,6 +810,7 @@ def domain_parts(domain: c.DomainDesired, options: BuildOptions) -> DomainParts:
     return DomainParts(
         domain=domain,
         http_vhost=_vhost_field(vhost),
+        http_scope=scope,
         https_route=https_route,
         filter_chain=chain,
         clusters=clusters,
@@ -739,7 +870,13 @@ class BuildCache:
     clusters: dict[tuple[str, bool], Resource] = field(default_factory=dict)
     endpoints: dict[str, _Feed] = field(default_factory=dict)
     secrets: dict[str, tuple[SecretMaterial, Resource]] = field(default_factory=dict)
+    every: tuple[DomainParts, ...] | None = None
+    """The parts of the last build, in host order."""
     http_routes: tuple[tuple[DomainParts, ...], Resource] | None = None
+    """The one plain-HTTP table (http_scopes 0) and the parts it was built from."""
+    http_tables: dict[str, tuple[tuple[DomainParts, ...], Resource]] = field(default_factory=dict)
+    """Per plain-HTTP scope table: the parts in it and the table."""
+    scopes: dict[str, Resource] = field(default_factory=dict)
     https_listener: tuple[tuple[DomainParts, ...], Resource] | None = None
     http_listener: Resource | None = None
     snapshot: Snapshot | None = None
@@ -784,11 +921,7 @@ def build_snapshot(
     every = tuple(parts)
     cache.reused = reused
     last = cache.snapshot
-    if (
-        last is not None
-        and cache.http_routes is not None
-        and _same_parts(cache.http_routes[0], every)
-    ):
+    if last is not None and cache.every is not None and _same_parts(cache.every, every):
         # The same domains: only endpoints and key material can differ.
         cache.snapshot = _refresh(last, backends, secrets, options, cache)
         return cache.snapshot
@@ -826,9 +959,12 @@ def build_snapshot(
     if cache.http_listener is None:
         cache.http_listener = _resource(HTTP_LISTENER, _http_listener(options))
     out[LISTENER][HTTP_LISTENER] = cache.http_listener
-    if cache.http_routes is None or not _same_parts(cache.http_routes[0], every):
-        cache.http_routes = (every, _route_table(HTTP_ROUTES, [p.http_vhost for p in parts]))
-    out[ROUTE][HTTP_ROUTES] = cache.http_routes[1]
+    if not options.http_scopes:
+        if cache.http_routes is None or not _same_parts(cache.http_routes[0], every):
+            cache.http_routes = (every, _route_table(HTTP_ROUTES, [p.http_vhost for p in parts]))
+        out[ROUTE][HTTP_ROUTES] = cache.http_routes[1]
+    else:
+        _scoped_tables(parts, options, cache, out)
     tls = tuple(p for p in parts if p.filter_chain is not None)
     if tls:
         # An HTTPS listener with no filter chain is invalid, so it exists only with a TLS domain.
@@ -839,6 +975,7 @@ def build_snapshot(
         out[LISTENER][HTTPS_LISTENER] = cache.https_listener[1]
     else:
         cache.https_listener = None
+    cache.every = every
     cache.domains = dict(zip(hosts, parts, strict=True))
     cache.clusters = clusters
     cache.endpoints = endpoints
@@ -849,6 +986,36 @@ def build_snapshot(
         deps={p.domain.host: p.deps for p in parts},
     )
     return cache.snapshot
+
+
+def _scoped_tables(
+    parts: list[DomainParts],
+    options: BuildOptions,
+    cache: BuildCache,
+    out: dict[str, dict[str, Resource]],
+) -> None:
+    """The plain-HTTP tables, one per scope, each rebuilt only when its parts changed. Hosts stay
+    in sorted order within a table; a wildcard host is in every table."""
+    members: list[list[DomainParts]] = [[] for _ in range(options.http_scopes)]
+    for part in parts:
+        if part.http_scope is None:
+            for table in members:
+                table.append(part)
+        else:
+            members[part.http_scope].append(part)
+    tables: dict[str, tuple[tuple[DomainParts, ...], Resource]] = {}
+    for scope, table_parts in enumerate(members):
+        name = http_scope_routes(scope)
+        these = tuple(table_parts)
+        known = cache.http_tables.get(name)
+        if known is None or not _same_parts(known[0], these):
+            known = (these, _route_table(name, [p.http_vhost for p in these], scoped=True))
+        tables[name] = known
+        out[ROUTE][name] = known[1]
+        if name not in cache.scopes:
+            cache.scopes[name] = _scope(scope)
+        out[SCOPED_ROUTE][name] = cache.scopes[name]
+    cache.http_tables = tables
 
 
 def _refresh(
