@@ -44,11 +44,11 @@ from pathlib import Path
 from ingress_events import catalogue as c
 from ingress_events.bus import Bus, BusSettings
 from ingress_l7_config.domain.resources import (
-    HTTP_ROUTES,
     ROUTE,
     BackendKey,
     BuildOptions,
     build_snapshot,
+    http_route_names,
 )
 from ingress_l7_config.testing import EchoServer, EnvoyProcess, Reply
 from ingress_testkit import NatsServer, find_nats_server, free_port
@@ -376,7 +376,8 @@ class Traffic:
 
 def rebuild_cost(domains: int) -> tuple[float, int]:
     """What the service does on every change, whatever it is: one ``build_snapshot`` of every
-    domain (timed in this process, best of two) and the size of the shared HTTP route config."""
+    domain (timed in this process, best of two; only the first build does that much) and the
+    size of the largest plain-HTTP route table, which is what a route change resends."""
     desired = {host_of(i): domain_event(i, 11) for i in range(domains)}
     backends: dict[BackendKey, c.BackendEndpoints] = {}
     for i in range(domains):
@@ -388,8 +389,8 @@ def rebuild_cost(domains: int) -> tuple[float, int]:
         snapshot = build_snapshot(desired, backends, {}, BuildOptions())
         best = min(best, time.perf_counter() - t0)
     assert snapshot is not None
-    http_routes = snapshot.get(ROUTE, HTTP_ROUTES)
-    size = len(http_routes.payload) if http_routes is not None else 0
+    tables = [snapshot.get(ROUTE, name) for name in http_route_names(BuildOptions())]
+    size = max(len(t.payload) for t in tables if t is not None)
     return best, size
 
 
@@ -695,6 +696,8 @@ def render(results: list[Result], args: argparse.Namespace, load: str) -> str:
             "|---|---|---|---|---|---|",
         ]
         for sotw, delta in pairs:
+            if not (sotw.endpoint_live and delta.endpoint_live):
+                continue  # a checkpoint of a size still running
             ratios = [
                 pct(a, q) / pct(b, q)
                 for a, b in (
@@ -722,8 +725,8 @@ def render(results: list[Result], args: argparse.Namespace, load: str) -> str:
         )
     lines += [
         "",
-        "| domains | one full `build_snapshot` (run on every change) | shared `http` "
-        "RouteConfiguration resent per route change |",
+        "| domains | one full `build_snapshot` (the first; a change rebuilds what it touched) "
+        "| largest plain-HTTP RouteConfiguration (what a route change resends) |",
         "|---|---|---|",
     ]
     for r in results:
