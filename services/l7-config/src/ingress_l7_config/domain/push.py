@@ -1,12 +1,13 @@
 """What to send an Envoy next over an ADS stream, state of the world or delta. Pure.
 
 * At most one response per type in flight (the next waits for the ACK or NACK), and types go
-  out in the order clusters, endpoints, secrets, listeners, routes. Listeners and routes also
-  wait while clusters or secrets are in flight (make before break: a route never points at a
-  cluster the Envoy does not have yet, and a refused certificate is known before the routes of
-  the same change go out). Endpoints are never held back and never hold anything back: Envoy
-  delays its CDS ACK until the new clusters have warmed, i.e. until their endpoints have
-  arrived, so an acknowledged cluster set is ready for routes whatever EDS is doing.
+  out in the order clusters, endpoints, secrets, listeners, scopes, routes. Listeners, scopes
+  and routes also wait while clusters or secrets are in flight (make before break: a route
+  never points at a cluster the Envoy does not have yet, and a refused certificate is known
+  before the routes of the same change go out). Endpoints are never held back and never hold
+  anything back: Envoy delays its CDS ACK until the new clusters have warmed, i.e. until their
+  endpoints have arrived, so an acknowledged cluster set is ready for routes whatever EDS is
+  doing.
 * Listeners and clusters are sent as the whole set (the SotW rule for LDS/CDS), and only when
   some member differs from what the Envoy ACKed. Over delta xDS they are sent as what changed:
   the members the Envoy lacks, and the names of those it holds that the snapshot dropped. A
