@@ -175,3 +175,32 @@ async def test_sigterm_finishes_in_flight_messages_and_loses_none(
     assert await asyncio.to_thread(proc.wait, 30) == 0
     assert len(await bus.replay(c.Family.L7)) == 300
     await bus.close()
+
+
+def test_a_long_collection_is_reported_and_watching_stops() -> None:
+    import gc
+
+    from ingress_runtime.service import watch_gc_pauses
+
+    seen: list[tuple[int, float, int]] = []
+    unwatch = watch_gc_pauses(lambda g, ms, n: seen.append((g, ms, n)), min_ms=0.0)
+    try:
+        cycles = []
+        for _ in range(1000):
+            a: list[object] = []
+            a.append(a)
+            cycles.append(a)
+        del cycles, a
+        gc.collect(2)
+    finally:
+        unwatch()
+    assert any(g == 2 and n >= 1000 and ms >= 0 for g, ms, n in seen)
+    count = len(seen)
+    gc.collect(2)
+    assert len(seen) == count
+    # Below the threshold nothing is reported.
+    quiet: list[tuple[int, float, int]] = []
+    unwatch = watch_gc_pauses(lambda g, ms, n: quiet.append((g, ms, n)), min_ms=60_000.0)
+    gc.collect(2)
+    unwatch()
+    assert quiet == []

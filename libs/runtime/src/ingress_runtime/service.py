@@ -12,6 +12,7 @@ import faulthandler
 import gc
 import signal
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
@@ -32,6 +33,30 @@ count starts full ones that walk the whole heap: with 10,000 events held, collec
 l4-programmer derive pass from scratch 2x slower (bench/l4-programmer/derive.py). Young
 collections every 50,000 allocations and full ones rarer; this code makes little cyclic
 garbage, so memory stays about the same."""
+
+
+GC_PAUSE_LOG_MS = 20.0
+"""A collection at least this long is logged: a full one walks every object the service holds,
+and the loop serves nothing meanwhile, so it shows up as one slow change."""
+
+
+def watch_gc_pauses(
+    report: Callable[[int, float, int], None], min_ms: float = GC_PAUSE_LOG_MS
+) -> Callable[[], None]:
+    """Call ``report(generation, milliseconds, collected)`` after each collection that took at
+    least ``min_ms``; returns the function that stops watching."""
+    started: list[float] = []
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[:] = [time.perf_counter()]
+        elif started:
+            ms = (time.perf_counter() - started[0]) * 1000
+            if ms >= min_ms:
+                report(info["generation"], ms, info["collected"])
+
+    gc.callbacks.append(callback)
+    return lambda: gc.callbacks.remove(callback)
 
 
 @dataclass
@@ -77,6 +102,11 @@ async def serve(
         name=name, settings=settings, bus=bus, readiness=readiness, log=log, stopping=stop
     )
     app = factory(ctx)
+    unwatch = watch_gc_pauses(
+        lambda generation, ms, collected: log.warning(
+            "long gc pause", generation=generation, ms=round(ms, 1), collected=collected
+        )
+    )
     try:
         await app.start()
         if freeze_heap:
@@ -96,6 +126,7 @@ async def serve(
             )
             return 1
     finally:
+        unwatch()
         await bus.close()
         await admin.stop()
         provider.shutdown()
