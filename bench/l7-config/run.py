@@ -525,6 +525,13 @@ class Run:
                 )
                 await wait_for_reply(http, host_of(i), "/api", 200, timeout=120)
                 result.route_live.append(time.monotonic() - t0)
+                if result.route_live[-1] > 0.1:
+                    # With the wall clock, to find it in the service's and Envoy's logs.
+                    print(
+                        f"[{domains}] slow route live #{n}: {result.route_live[-1] * 1000:.0f} ms"
+                        f" at {dt.datetime.now(dt.UTC):%H:%M:%S.%f}",
+                        flush=True,
+                    )
                 if n % 20 == 0:
                     print(
                         f"[{domains}] route live #{n}: {result.route_live[-1] * 1000:.0f} ms",
