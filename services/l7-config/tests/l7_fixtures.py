@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import structlog
 from ingress_events import catalogue as c
 from ingress_events.bus import Bus
@@ -50,6 +53,23 @@ def domain(host: str, routes: list[c.Route], **extra: object) -> c.DomainDesired
             "routes": routes,
             **extra,
         }
+    )
+
+
+def app_settings(
+    http: int, https: int, secrets: Path, instance: str, **extra: Any
+) -> L7ConfigSettings:
+    """The settings of an app under test: on loopback, its listeners on ``http`` / ``https``
+    (redirects to ``https``), a short debounce."""
+    return L7ConfigSettings(
+        listen_address="127.0.0.1",
+        http_port=http,
+        https_port=https,
+        https_redirect_port=https,
+        secrets_dir=secrets,
+        debounce_seconds=0.005,
+        instance=instance,
+        **extra,
     )
 
 

@@ -20,7 +20,6 @@ from ingress_events.bus import Bus, BusSettings
 from ingress_l7_config.adapters.xds import EnvoyStream
 from ingress_l7_config.app import L7ConfigApp
 from ingress_l7_config.domain.resources import CLUSTER, LISTENER
-from ingress_l7_config.settings import L7ConfigSettings
 from ingress_l7_config.testing import (
     CertAuthority,
     EchoServer,
@@ -32,7 +31,7 @@ from ingress_l7_config.testing import (
     write_secret,
 )
 from ingress_testkit import EventCapture, NatsServer, find_nats_server, free_port
-from l7_fixtures import context, domain, endpoints, route, tls, wb
+from l7_fixtures import app_settings, context, domain, endpoints, route, tls, wb
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -82,21 +81,6 @@ class Stack:
         return reply.service if reply.status == 200 else str(reply.status)
 
 
-def _settings(
-    http: int, https: int, secrets: Path, instance: str, xds_port: int = 0
-) -> L7ConfigSettings:
-    return L7ConfigSettings(
-        xds_port=xds_port,
-        listen_address="127.0.0.1",
-        http_port=http,
-        https_port=https,
-        https_redirect_port=https,
-        secrets_dir=secrets,
-        debounce_seconds=0.005,
-        instance=instance,
-    )
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=["delta", "sotw"])
 async def stack(request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
     """Every test runs against an Envoy on delta xDS (what deploy/ configures) and on state of
@@ -110,7 +94,7 @@ async def stack(request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
     await bus.ensure_streams()
     capture = await EventCapture(bus).start()
     http, https = free_port(), free_port()
-    settings = _settings(http, https, secrets, f"it-{uuid.uuid4().hex[:6]}")
+    settings = app_settings(http, https, secrets, f"it-{uuid.uuid4().hex[:6]}", xds_port=0)
     app = L7ConfigApp(context(bus, settings))
     envoy: EnvoyProcess | None = None
     try:
@@ -459,7 +443,7 @@ async def test_a_restarted_server_sends_a_delta_envoy_only_what_changed(stack: S
     await stack.apply(domain(host, [route("/", "Prefix", "svc-d")]))
     http, https, xds_port = free_port(), free_port(), free_port()
     instance = f"restart-{uuid.uuid4().hex[:6]}"
-    settings = _settings(http, https, stack.secrets, instance, xds_port)
+    settings = app_settings(http, https, stack.secrets, instance, xds_port=xds_port)
     first = L7ConfigApp(context(stack.bus, settings))
     await first.start()
     envoy = EnvoyProcess(node=f"restart-{instance}", xds_port=xds_port, delta=stack.envoy.delta)

@@ -20,7 +20,6 @@ from ingress_events import catalogue as c
 from ingress_events.bus import Bus, BusSettings
 from ingress_l7_config.adapters.files import FileXdsServer
 from ingress_l7_config.app import L7ConfigApp
-from ingress_l7_config.settings import L7ConfigSettings
 from ingress_l7_config.testing import (
     EchoServer,
     EnvoyProcess,
@@ -32,7 +31,7 @@ from ingress_l7_config.testing import (
     write_secret,
 )
 from ingress_testkit import EventCapture, NatsServer, find_nats_server, free_port
-from l7_fixtures import context, domain, endpoints, route, tls
+from l7_fixtures import app_settings, context, domain, endpoints, route, tls
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -80,16 +79,8 @@ async def fstack() -> AsyncIterator[FileStack]:
     await bus.ensure_streams()
     capture = await EventCapture(bus).start()
     http, https = free_port(), free_port()
-    settings = L7ConfigSettings(
-        mode="file",
-        files_dir=files,
-        listen_address="127.0.0.1",
-        http_port=http,
-        https_port=https,
-        https_redirect_port=https,
-        secrets_dir=secrets,
-        debounce_seconds=0.005,
-        instance=f"itf-{uuid.uuid4().hex[:6]}",
+    settings = app_settings(
+        http, https, secrets, f"itf-{uuid.uuid4().hex[:6]}", mode="file", files_dir=files
     )
     app = L7ConfigApp(context(bus, settings))
     envoy: EnvoyProcess | None = None
