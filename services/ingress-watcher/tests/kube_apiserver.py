@@ -14,7 +14,11 @@ What it implements, as kube-apiserver does:
   changes; a patch that changes nothing does not bump the resourceVersion, as on the real server.
 * coordination.k8s.io/v1 Leases: ``POST`` (409 AlreadyExists), ``GET`` (404 NotFound), ``PUT``
   with ``metadata.resourceVersion`` as a precondition (409 Conflict when stale).
-* ``POST /api/v1/namespaces/NS/events``: core/v1 Events (``generateName`` honoured).
+* ``POST /api/v1/namespaces/NS/events``: core/v1 Events (``generateName`` honoured); ``GET``
+  lists them.
+* Objects of the watched kinds by name: ``POST`` to the (namespaced) collection (409
+  AlreadyExists), ``GET``, ``PUT`` (409 Conflict when ``metadata.resourceVersion`` is stale) and
+  ``DELETE`` (404 NotFound), so that tests can drive it through the API as they drive k3s.
 * Test controls: ``compact()``, ``drop_watches()`` (connections cut mid-stream) and ``stall``
   (streams stay open and silent, to exercise client-side read timeouts).
 """
@@ -68,6 +72,7 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return out
 
 
+CLUSTER_SCOPED = {"IngressClass", "Zone", "VipPool", "BgpPeer"}
 STATUS_PATHS = {
     "/apis/networking.k8s.io/v1/namespaces/{namespace}/ingresses/{name}/status": "Ingress",
     "/api/v1/namespaces/{namespace}/services/{name}/status": "Service",
@@ -140,12 +145,21 @@ class LocalApiServer:
         app = web.Application()
         for path in PATHS:
             app.router.add_get(path, self._handle)
+        for path, kind in PATHS.items():
+            prefix, _, plural = path.rpartition("/")
+            collection = (
+                path if kind in CLUSTER_SCOPED else f"{prefix}/namespaces/{{namespace}}/{plural}"
+            )
+            app.router.add_post(collection, self._create)
+            for method in ("GET", "PUT", "DELETE"):
+                app.router.add_route(method, collection + "/{name}", self._by_name)
         for path in STATUS_PATHS:
             app.router.add_patch(path, self._patch_status)
         app.router.add_post(LEASES, self._create_lease)
         app.router.add_get(LEASES + "/{name}", self._get_lease)
         app.router.add_put(LEASES + "/{name}", self._put_lease)
         app.router.add_post("/api/v1/namespaces/{namespace}/events", self._create_event)
+        app.router.add_get("/api/v1/namespaces/{namespace}/events", self._list_events)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -239,6 +253,68 @@ class LocalApiServer:
             meta["name"] = f"{meta.get('generateName', 'event.')}{len(self.events):08x}"
         self.events.append(self._stamp_lease(body))
         return web.json_response(body, status=201)
+
+    async def _list_events(self, request: web.Request) -> web.Response:
+        namespace = request.match_info["namespace"]
+        items = [e for e in self.events if e["metadata"]["namespace"] == namespace]
+        return web.json_response({"kind": "EventList", "apiVersion": "v1", "items": items})
+
+    def _kind_of(self, request: web.Request) -> tuple[str, str]:
+        """The kind a by-name or collection path names, and its namespace ("" if cluster-wide)."""
+        namespace = request.match_info.get("namespace", "")
+        path = request.path
+        if "name" in request.match_info:
+            path = path.rpartition("/")[0]
+        if namespace:
+            prefix, _, plural = path.rpartition("/")
+            path = f"{prefix.rpartition('/namespaces/')[0]}/{plural}"
+        return PATHS[path], namespace
+
+    async def _create(self, request: web.Request) -> web.Response:
+        kind, namespace = self._kind_of(request)
+        body = await request.json()
+        meta = body.setdefault("metadata", {})
+        if namespace:
+            meta["namespace"] = namespace
+        if (namespace, meta["name"]) in self.objects[kind]:
+            return web.json_response(
+                _status(409, "AlreadyExists", f'{kind} "{meta["name"]}" already exists'),
+                status=409,
+            )
+        meta.pop("resourceVersion", None)
+        await self.put({**body, "kind": kind})
+        return web.json_response(self.objects[kind][(namespace, meta["name"])], status=201)
+
+    async def _by_name(self, request: web.Request) -> web.Response:
+        kind, namespace = self._kind_of(request)
+        key = (namespace, request.match_info["name"])
+        current = self.objects[kind].get(key)
+        if current is None:
+            return web.json_response(
+                _status(404, "NotFound", f'{kind} "{key[1]}" not found'), status=404
+            )
+        if request.method == "GET":
+            return web.json_response(current)
+        if request.method == "DELETE":
+            await self.delete(kind, *key)
+            return web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Success"})
+        body = await request.json()
+        if (
+            body.get("metadata", {}).get("resourceVersion")
+            != current["metadata"]["resourceVersion"]
+        ):
+            return web.json_response(
+                _status(409, "Conflict", f'{kind} "{key[1]}": the object has been modified'),
+                status=409,
+            )
+        # A replace keeps what the server owns: uid, creation time, and status (a subresource).
+        meta = {**body["metadata"], "uid": current["metadata"]["uid"]}
+        meta["creationTimestamp"] = current["metadata"]["creationTimestamp"]
+        replaced = {**body, "kind": kind, "metadata": meta}
+        if "status" in current:
+            replaced["status"] = current["status"]
+        await self.put(replaced)
+        return web.json_response(self.objects[kind][key])
 
     def status_of(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
         return dict(self.objects[kind][(namespace, name)].get("status") or {})

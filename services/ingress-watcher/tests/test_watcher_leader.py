@@ -80,7 +80,7 @@ def _ips(status: dict[str, Any]) -> list[str]:
     return [x["ip"] for x in (status.get("loadBalancer") or {}).get("ingress") or []]
 
 
-async def _report_everything(bus: Bus) -> None:
+async def report_everything(bus: Bus) -> None:
     gen = 10**15
     await bus.publish_many(
         [
@@ -151,7 +151,7 @@ async def test_two_watchers_one_leader_status_events_and_failover(
     await second.start()
     try:
         await asyncio.wait_for(second.synced.wait(), 10)
-        await _report_everything(bus)
+        await report_everything(bus)
 
         def ready() -> bool:
             web = _conditions(apiserver.status_of("Ingress", "team-a", "web"))
