@@ -11,6 +11,14 @@ probe process inside that namespace polling every 5 ms, and the bus says when ea
 happened (the events' publish times). Memory: every process's peak
 resident set (VmHWM) at the end of the level.
 
+The samples come in two series on the same system, one after the other:
+  * isolated: each Ingress is written ``--pause`` seconds (default 2) after the previous one
+    answered, as a team's change meets a quiet system. The target is judged on these.
+  * back to back: each Ingress is written as soon as the previous one answered (a change every
+    few tenths of a second). Knot 3.2 holds an UPDATE that arrives within a second of the
+    previous one until a timer of that one fires (docs/dns-writer.md), so this series shows
+    what a zone under continuous churn adds.
+
     .venv/bin/python bench/e2e/run.py --present 0 1000 10000 --samples 20
 
 Writes bench/e2e/report.md and bench/e2e/convergence.svg. Run as root (network namespaces).
@@ -249,7 +257,7 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-async def run_level(present: int, samples: int, pool: str) -> dict[str, Any]:
+async def run_level(present: int, samples: int, pause: float, pool: str) -> dict[str, Any]:
     names = [f"p{i}" for i in range(present)]
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         t0, t0_wall = time.monotonic(), time.time()
@@ -269,35 +277,58 @@ async def run_level(present: int, samples: int, pool: str) -> dict[str, Any]:
                 f"(seen by a poll at {seen:.1f} s; one poll took {poll:.1f} s)",
                 flush=True,
             )
-            times: list[float] = []
-            stages: list[dict[str, float]] = []
-            for i in range(samples):
-                elapsed, when = await one(system, f"s{present}x{i}")
-                times.append(elapsed)
-                stages.append(when)
-                print(f"[{present}] sample {i}: {elapsed * 1000:.0f} ms {when}", flush=True)
+            isolated = await series(system, f"s{present}i", samples, pause)
+            back_to_back = await series(system, f"s{present}b", samples, 0.0)
             peaks = memory(system)
     return {
         "present": present,
+        "started_s": started,
+        "cold_s": cold,
+        "isolated": isolated,
+        "back_to_back": back_to_back,
+        "memory": peaks,
+    }
+
+
+async def series(system: LocalSystem, prefix: str, samples: int, pause: float) -> dict[str, Any]:
+    """``samples`` new Ingresses one at a time, each written ``pause`` seconds after the
+    previous one answered: their times to the first 200 and their stages' medians."""
+    times: list[float] = []
+    stages: list[dict[str, float]] = []
+    for i in range(samples):
+        await asyncio.sleep(pause)
+        elapsed, when = await one(system, f"{prefix}{i}")
+        times.append(elapsed)
+        stages.append(when)
+        print(f"[{prefix}] sample {i}: {elapsed * 1000:.0f} ms {when}", flush=True)
+    return {
         "samples": len(times),
+        "pause_s": pause,
         "p50": statistics.median(times),
         "p99": pct(times, 0.99),
         "max": max(times),
-        "started_s": started,
-        "cold_s": cold,
+        "over_target": sum(t > TARGET_P99_S for t in times),
         "stages": {
             s: statistics.median(w[s] for w in stages if s in w)
             for s in STAGES
             if any(s in w for w in stages)
         },
-        "memory": peaks,
     }
 
 
+BARS = (
+    ("isolated", "p50", "#4a7ebb", "isolated p50"),
+    ("isolated", "p99", "#e08a2c", "isolated p99"),
+    ("back_to_back", "p99", "#9a9a9a", "back-to-back p99"),
+)
+
+
 def svg(results: list[dict[str, Any]]) -> str:
-    """Bars per level: p50 and p99 of Ingress -> first 200 (ms), with the 500 ms target."""
+    """Bars per level (ms): p50 and p99 of isolated changes, p99 of back-to-back ones, and the
+    500 ms target."""
     width, height, left, bottom = 640, 300, 60, 40
-    top = max(max(r["p99"] for r in results) * 1000, TARGET_P99_S * 1000) * 1.15
+    tallest: float = max(r[series][key] for r in results for series, key, _, _ in BARS)
+    top = max(tallest * 1000, TARGET_P99_S * 1000) * 1.15
     slot = (width - left - 20) / len(results)
 
     def y(ms: float) -> float:
@@ -310,14 +341,14 @@ def svg(results: list[dict[str, Any]]) -> str:
         f'<line x1="{left}" y1="{y(0)}" x2="{width - 10}" y2="{y(0)}" stroke="black"/>',
         f'<line x1="{left}" y1="{y(TARGET_P99_S * 1000)}" x2="{width - 10}" '
         f'y2="{y(TARGET_P99_S * 1000)}" stroke="red" stroke-dasharray="4"/>',
-        f'<text x="{width - 130}" y="{y(TARGET_P99_S * 1000) - 4}" fill="red">'
-        "target p99 500</text>",
+        f'<text x="{width - 170}" y="14" fill="red">'
+        f"- - target p99 {TARGET_P99_S * 1000:.0f} ms</text>",
     ]
     for i, r in enumerate(results):
-        x = left + i * slot + slot * 0.2
-        w = slot * 0.28
-        for j, (key, color) in enumerate((("p50", "#4a7ebb"), ("p99", "#e08a2c"))):
-            ms = r[key] * 1000
+        x = left + i * slot + slot * 0.12
+        w = slot * 0.25
+        for j, (series, key, color, _) in enumerate(BARS):
+            ms = r[series][key] * 1000
             parts.append(
                 f'<rect x="{x + j * w:.1f}" y="{y(ms):.1f}" width="{w:.1f}" '
                 f'height="{y(0) - y(ms):.1f}" fill="{color}"/>'
@@ -326,10 +357,8 @@ def svg(results: list[dict[str, Any]]) -> str:
         parts.append(
             f'<text x="{x:.1f}" y="{height - bottom + 16}">{r["present"]:,} present</text>'
         )
-    parts.append(
-        f'<text x="{left}" y="{height - 6}"><tspan fill="#4a7ebb">p50</tspan> '
-        '<tspan fill="#e08a2c">p99</tspan></text></svg>'
-    )
+    legend = " ".join(f'<tspan fill="{color}">{label}</tspan>' for _, _, color, label in BARS)
+    parts.append(f'<text x="{left}" y="{height - 6}">{legend}</text></svg>')
     return "\n".join(parts) + "\n"
 
 
@@ -359,14 +388,22 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], load: str) -
         f"- date: {started:%Y-%m-%d %H:%M} UTC; {load}",
         f"- machine: {os.cpu_count()} cores; every process of the system shares them",
         "",
-        "| present | samples | p50 (s) | p99 (s) | max (s) | target p99 <= 0.5 s "
+        f"Isolated: each Ingress written {args.pause:g} s after the previous one answered (the",
+        "target is judged on these). Back to back: each written as soon as the previous one",
+        "answered; there Knot 3.2 holds an UPDATE that comes within a second of the previous one",
+        "until that one's timer fires (docs/dns-writer.md).",
+        "",
+        "| present | isolated: samples | p50 (s) | p99 (s) | max (s) | target p99 <= 0.5 s "
+        "| back to back: p50 (s) | p99 (s) | over 0.5 s "
         "| system started (s) | cold start, all Ready (s) | target cold start <= 60 s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
+        one, b2b = r["isolated"], r["back_to_back"]
         lines.append(
-            f"| {r['present']:,} | {r['samples']} | {r['p50']:.3f} | {r['p99']:.3f} | "
-            f"{r['max']:.3f} | {'met' if r['p99'] <= TARGET_P99_S else '**not met**'} | "
+            f"| {r['present']:,} | {one['samples']} | {one['p50']:.3f} | {one['p99']:.3f} | "
+            f"{one['max']:.3f} | {'met' if one['p99'] <= TARGET_P99_S else '**not met**'} | "
+            f"{b2b['p50']:.3f} | {b2b['p99']:.3f} | {b2b['over_target']} of {b2b['samples']} | "
             f"{r['started_s']:.1f} | {r['cold_s']:.1f} | "
             f"{'met' if r['cold_s'] <= TARGET_COLD_S else '**not met**'} |"
         )
@@ -378,15 +415,19 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], load: str) -
         "samples, seconds; the watcher polls the manifests every 0.1 s):",
         "",
     ]
-    lines += _per_level(
-        results, list(STAGES), lambda r, s: f"{r['stages'][s]:.3f}" if s in r["stages"] else "-"
-    )
-    lines += ["", "Peak resident memory per process at the end of each level (VmHWM, MiB):", ""]
+    for series, title in (("isolated", "Isolated"), ("back_to_back", "Back to back")):
+
+        def stage(r: dict[str, Any], s: str, series: str = series) -> str:
+            medians = r[series]["stages"]
+            return f"{medians[s]:.3f}" if s in medians else "-"
+
+        lines += [f"{title}:", "", *_per_level(results, list(STAGES), stage), ""]
+    lines += ["Peak resident memory per process at the end of each level (VmHWM, MiB):", ""]
     names = sorted({n for r in results for n in r["memory"]})
     lines += _per_level(results, names, lambda r, n: f"{r['memory'].get(n, float('nan')):.0f}")
     lines += [
         "",
-        f"p99 over {args.samples} samples is the largest but one or the largest sample.",
+        f"p99 over {args.samples} samples of a series is the largest but one or the largest.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -394,11 +435,14 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], load: str) -
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--present", type=int, nargs="+", default=[0, 100])
-    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--samples", type=int, default=10, help="per series and level")
+    parser.add_argument("--pause", type=float, default=2.0, help="seconds between isolated samples")
     parser.add_argument("--vip-pool", default="100.64.0.0/18")
     args = parser.parse_args()
     before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    results = [asyncio.run(run_level(n, args.samples, args.vip_pool)) for n in args.present]
+    results = [
+        asyncio.run(run_level(n, args.samples, args.pause, args.vip_pool)) for n in args.present
+    ]
     after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     (HERE / "convergence.svg").write_text(svg(results))
     text = report(args, results, f"before: `{before}`; after: `{after}`")
