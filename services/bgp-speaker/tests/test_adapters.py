@@ -146,7 +146,13 @@ def test_parse_protocols_and_routes() -> None:
     ]
     assert protocols[2].info.startswith("Connect")
     assert protocols[1].since == "2026-11-22 02:27:57.926"
-    assert parse_static_routes(_reply(SHOW_ROUTE)) == {"10.100.0.5/32", "10.100.0.6/32"}
+    assert parse_static_routes("\n".join(SHOW_ROUTE)) == {"10.100.0.5/32", "10.100.0.6/32"}
+    # A route on the reply's first line carries the code; other lines do not name routes.
+    first = "1007-10.100.0.7/32  blackhole [vips4 2026-11-22 02:27:53.878] * (200)\n0000 \n"
+    assert parse_static_routes(first) == {"10.100.0.7/32"}
+    assert parse_static_routes("1007-Table master6:\n fd00:1::5/128  blackhole\n0000 \n") == {
+        "fd00:1::5/128"
+    }
     assert parse_reply_line("0020 Configuration OK", 0) == (20, "Configuration OK", True)
     assert parse_reply_line("8002 bad.conf:1:10 syntax error", 0)[0] == 8002
 
