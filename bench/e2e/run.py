@@ -239,17 +239,35 @@ def _peak_mb(pid: int) -> float:
     return float("nan")
 
 
-def memory(system: LocalSystem) -> dict[str, float]:
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return float("nan")
+    # After the command name: state is field 3 of stat(5), utime and stime are 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pids(system: LocalSystem) -> dict[str, int]:
     children = {name: child for name, child in system.services.items()}
     for child in system.infra:
         children.setdefault(child.name, child)
     if system.nats is not None:
         children["nats-server"] = system.nats
     return {
-        name: _peak_mb(child.proc.pid)
+        name: child.proc.pid
         for name, child in sorted(children.items())
         if child.proc is not None and child.proc.poll() is None
     }
+
+
+def memory(system: LocalSystem) -> dict[str, float]:
+    return {name: _peak_mb(pid) for name, pid in _pids(system).items()}
+
+
+def cpu(system: LocalSystem) -> dict[str, float]:
+    return {name: _cpu_s(pid) for name, pid in _pids(system).items()}
 
 
 def pct(values: list[float], q: float) -> float:
@@ -271,6 +289,9 @@ async def run_level(present: int, samples: int, pause: float, pool: str) -> dict
             started = time.monotonic() - t0
             hosts = [*HOSTS, *(f"{n}.{ZONE_HOST}" for n in names)]
             converged, poll = await converge(system, hosts, timeout=3600)
+            # Taken when the poll saw it: the CPU each process used to get there, and a little
+            # after (polls are spaced out at 10,000; the system is idle once converged).
+            cold_cpu = cpu(system)
             cold, seen = converged - t0_wall, time.monotonic() - t0
             print(
                 f"[{present}] started in {started:.1f} s, converged in {cold:.1f} s "
@@ -287,6 +308,7 @@ async def run_level(present: int, samples: int, pause: float, pool: str) -> dict
         "isolated": isolated,
         "back_to_back": back_to_back,
         "memory": peaks,
+        "cold_cpu": cold_cpu,
     }
 
 
@@ -422,7 +444,15 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], load: str) -
             return f"{medians[s]:.3f}" if s in medians else "-"
 
         lines += [f"{title}:", "", *_per_level(results, list(STAGES), stage), ""]
-    lines += ["Peak resident memory per process at the end of each level (VmHWM, MiB):", ""]
+    lines += [
+        "CPU seconds each process used from the start to the poll that saw every domain Ready",
+        "(user + system; the machine has "
+        f"{os.cpu_count()} cores, so a cold start of T s has at most {os.cpu_count()}T to share):",
+        "",
+    ]
+    names = sorted({n for r in results for n in r["cold_cpu"]})
+    lines += _per_level(results, names, lambda r, n: f"{r['cold_cpu'].get(n, float('nan')):.1f}")
+    lines += ["", "Peak resident memory per process at the end of each level (VmHWM, MiB):", ""]
     names = sorted({n for r in results for n in r["memory"]})
     lines += _per_level(results, names, lambda r, n: f"{r['memory'].get(n, float('nan')):.0f}")
     lines += [
