@@ -11,7 +11,7 @@
    sides (BIRD defaults, 100 ms x 5): time until the ToR's kernel route is gone.
 
 Run as root: ``.venv/bin/python bench/bgp-speaker/run.py [--samples 100] [--present 0]``.
-Writes report.md.
+Writes report.md, or report-present-N.md with ``--present N``.
 """
 
 from __future__ import annotations
@@ -237,7 +237,8 @@ async def main() -> None:
     ]
     report = "\n".join(lines)
     print(report)
-    (HERE / "report.md").write_text(report)
+    name = f"report-present-{args.present}.md" if args.present else "report.md"
+    (HERE / name).write_text(report)
 
 
 if __name__ == "__main__":
