@@ -37,9 +37,14 @@ def _applier() -> tuple[Applier, FakeBird, MemoryConfigStore]:
 
 async def test_converged_apply_writes_nothing() -> None:
     applier, bird, store = _applier()
-    assert (await applier.apply(TARGET)).outcome == "applied"
+    applied = await applier.apply(TARGET)
+    assert applied.outcome == "applied"
+    # Every step is timed, in order, and together they are the whole apply.
+    assert list(applied.steps) == ["read", "write", "check", "configure", "read_back", "confirm"]
+    assert sum(applied.steps.values()) <= applied.seconds
     writes, configures = store.writes, bird.configures
-    assert (await applier.apply(TARGET)).outcome == "unchanged"
+    unchanged = await applier.apply(TARGET)
+    assert unchanged.outcome == "unchanged" and list(unchanged.steps) == ["read"]
     assert (store.writes, bird.configures) == (writes, configures)
 
 
@@ -47,10 +52,51 @@ async def test_routes_are_read_before_a_change_only_when_the_file_does_not_tell(
     applier, bird, _ = _applier()
     assert (await applier.apply(TARGET)).outcome == "applied"
     assert bird.route_reads == 1  # the read-back; the missing file already said "configure"
-    assert (await applier.apply(TARGET)).outcome == "unchanged"
+    assert (await applier.apply(TARGET, thorough=True)).outcome == "unchanged"
     assert bird.route_reads == 2  # the file is the target's: only BIRD's routes can tell
+    assert (await applier.apply(TARGET)).outcome == "unchanged"
+    assert bird.route_reads == 2  # verified: BIRD's count of routes is asked, not every route
     bird.running = ""  # BIRD reverted on its own (no confirm came): the file still says new
-    assert (await applier.apply(TARGET)).outcome == "applied"
+    assert (await applier.apply(TARGET)).outcome == "applied"  # the count told
+
+
+def _with_routes(*last_octets: int) -> BirdTarget:
+    lines = "".join(f"  route 10.0.0.{n}/32 blackhole;\n" for n in last_octets)
+    config = f"protocol static vips4 {{\n  ipv4;\n{lines}}}\nprotocol bgp peer_a {{\n"
+    routes = frozenset(f"10.0.0.{n}/32" for n in last_octets)
+    return BirdTarget(config, routes, frozenset({"peer_a"}))
+
+
+async def test_a_change_is_read_back_by_its_routes_and_the_count() -> None:
+    applier, bird, _ = _applier()
+    assert (await applier.apply(_with_routes(*range(1, 200)))).outcome == "applied"
+    assert bird.route_reads == 1
+    # One route more, one less: BIRD is asked about those two and for its count.
+    assert (await applier.apply(_with_routes(*range(2, 201)))).outcome == "applied"
+    assert bird.route_reads == 1 and applier.verified == _with_routes(*range(2, 201)).static_routes
+    # More routes changed than INCREMENTAL_LIMIT: every route is read back.
+    assert (await applier.apply(_with_routes(*range(100, 250)))).outcome == "applied"
+    assert bird.route_reads == 2
+
+
+async def test_a_configure_bird_did_not_take_is_caught_by_the_short_read_back() -> None:
+    applier, bird, store = _applier()
+    before = _with_routes(1, 2, 3)
+    await applier.apply(before)
+    configure = bird.configure
+
+    async def ignored(path: str, timeout_seconds: int) -> str:
+        return "Reconfigured"  # and keeps running what it ran
+
+    bird.configure = ignored  # type: ignore[method-assign]
+    result = await applier.apply(_with_routes(1, 2, 4))
+    assert result.outcome == "failed" and "undone" in result.message
+    assert store.read() == before.config_text and applier.verified is None
+    bird.configure = configure  # type: ignore[method-assign]
+    # Nothing verified after a failure: the next read-back reads every route.
+    reads = bird.route_reads
+    assert (await applier.apply(_with_routes(1, 2, 4))).outcome == "applied"
+    assert bird.route_reads == reads + 1
 
 
 async def test_refused_config_keeps_the_previous_one() -> None:

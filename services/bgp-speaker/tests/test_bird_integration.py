@@ -120,6 +120,17 @@ async def test_applier_announces_converges_refuses_and_rejects_imports(
     assert await bird.static_routes() == {"10.100.0.5/32", "10.200.0.9/32"}
     assert lab.tor_kernel_route("10.100.0.5/32") == [node.address]
 
+    # The short read-back's questions, answered by the real BIRD (IPv6 too: vips6 is empty).
+    assert await bird.static_route_count() == 2
+    held = await bird.static_routes_among(["10.100.0.5/32", "10.100.0.6/32", "fd00::5/128"])
+    assert held == {"10.100.0.5/32"}
+
+    # A change read back the short way (one route more): BIRD runs it, the ToR learns it.
+    more = await applier.apply(_target(lab, {"10.100.0.5", "10.100.0.7", "10.200.0.9"}, peers))
+    assert more.outcome == "applied", more.message
+    assert await bird.static_routes() == {"10.100.0.5/32", "10.100.0.7/32", "10.200.0.9/32"}
+    await wait_until(lambda: lab.tor_kernel_route("10.100.0.7/32") == [node.address])
+
     # Withdrawal reaches the ToR.
     gone = await applier.apply(_target(lab, set(), peers))
     assert gone.outcome == "applied"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -130,6 +131,8 @@ class BgpSpeakerApp:
         self._state_labels: dict[str, set[str]] = {}
         self._wake_at: float | None = None
         self._bird_ok: bool | None = None
+        self._thorough_at = -math.inf
+        """When every route was last read back from BIRD (resync_seconds apart)."""
         self._dirty = asyncio.Event()
         self._consumers: list[Consumer] = []
         self._loop: asyncio.Task[None] | None = None
@@ -459,8 +462,10 @@ class BgpSpeakerApp:
         routes: frozenset[str],
         out: list[c.Event],
     ) -> ApplyResult | None:
+        now = self._clock()
+        thorough = now - self._thorough_at >= self._s.resync_seconds
         try:
-            result = await self._applier.apply(self._target(peers, pools, routes))
+            result = await self._applier.apply(self._target(peers, pools, routes), thorough)
             if result.outcome == "refused":
                 result = await self._isolate_refusal(result, peers, pools, routes, out)
         except BirdUnavailable as exc:
@@ -480,6 +485,8 @@ class BgpSpeakerApp:
         metrics.APPLY_SECONDS.observe(result.seconds)
         self.last_apply = result
         if result.outcome in ("applied", "unchanged"):
+            if thorough:
+                self._thorough_at = now
             if self._bird_ok is not True:
                 self._log.info("BIRD answers", socket=self._s.bird_socket)
             self._bird_ok = True
@@ -487,7 +494,11 @@ class BgpSpeakerApp:
             self._applied_peers = {p.name: p for p in peers}
             if result.outcome == "applied":
                 self._log.info(
-                    "BIRD reconfigured", routes=len(routes), peers=len(peers), s=result.seconds
+                    "BIRD reconfigured",
+                    routes=len(routes),
+                    peers=len(peers),
+                    s=round(result.seconds, 4),
+                    **{f"{k}_s": round(v, 4) for k, v in result.steps.items()},
                 )
         else:
             self._log.error(

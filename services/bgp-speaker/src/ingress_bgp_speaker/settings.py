@@ -37,7 +37,10 @@ class BgpSpeakerSettings(ServiceSettings):
         default=30, ge=5, le=3600, description="BIRD undoes a configure not confirmed in time"
     )
     resync_seconds: float = Field(
-        default=30.0, gt=0, description="Re-read BIRD and the Secrets this often"
+        default=30.0,
+        gt=0,
+        description="Read back every route from BIRD this often (between, a pass asks BIRD "
+        "for its count of routes and for the routes that changed)",
     )
     session_poll_seconds: float = Field(
         default=2.0, gt=0, description="Poll BGP session states this often"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -76,6 +77,12 @@ class BirdControl(Protocol):
 
     async def static_routes(self) -> frozenset[str]: ...
 
+    async def static_route_count(self) -> int:
+        """How many routes our static protocols hold, without listing them."""
+
+    async def static_routes_among(self, prefixes: Iterable[str]) -> frozenset[str]:
+        """Which of ``prefixes`` (host prefixes) our static protocols hold."""
+
     async def protocols(self) -> list[ProtocolStatus]: ...
 
     async def bfd_sessions(self) -> dict[str, str]:
@@ -106,6 +113,11 @@ def parse_reply(text: str) -> Reply:
 # " 10.0.0.1/32 ...". Matched over the whole reply at once: at 10,000 routes, parsing the reply
 # line by line was a third of what a change cost the speaker.
 _ROUTE_RE = re.compile(r"^(?:\d{4}[ -])?\s*([0-9a-fA-F:.]+/\d+)\s", re.M)
+
+
+# "1007-10000 of 10000 routes for 10000 networks in table master4": the first number counts the
+# routes that matched (those of the protocol asked about).
+_COUNT_RE = re.compile(r"^(?:\d{4}[ -])?\s*(\d+) of \d+ routes", re.M)
 
 
 def parse_static_routes(text: str) -> frozenset[str]:
@@ -221,6 +233,37 @@ class BirdSocket:
                     raise
         return frozenset(routes)
 
+    async def static_route_count(self) -> int:
+        total = 0
+        for protocol in STATIC_PROTOCOL.values():
+            try:
+                text = await self.text(f"show route protocol {protocol} count")
+            except BirdError as exc:
+                if "No such protocol" not in exc.message:
+                    raise
+                continue
+            found = _COUNT_RE.search(text)
+            if found is None:
+                raise BirdError(0, f"no route count in BIRD's reply: {text[:200]!r}")
+            total += int(found.group(1))
+        return total
+
+    async def static_routes_among(self, prefixes: Iterable[str]) -> frozenset[str]:
+        held: set[str] = set()
+        for prefix in prefixes:
+            protocol = STATIC_PROTOCOL[6 if ":" in prefix else 4]
+            try:
+                text = await self.text(f"show route {prefix} protocol {protocol}")
+            except BirdError as exc:
+                # 8001 "Network not found"; a protocol missing from the running config holds
+                # nothing either.
+                if exc.code == 8001 or "No such protocol" in exc.message:
+                    continue
+                raise
+            if prefix in parse_static_routes(text):
+                held.add(prefix)
+        return frozenset(held)
+
     async def protocols(self) -> list[ProtocolStatus]:
         return parse_protocols(await self.command("show protocols"))
 
@@ -280,6 +323,14 @@ class FakeBird:
         self._answer()
         self.route_reads += 1
         return frozenset(_FAKE_ROUTE_RE.findall(self.running))
+
+    async def static_route_count(self) -> int:
+        self._answer()
+        return len(_FAKE_ROUTE_RE.findall(self.running))
+
+    async def static_routes_among(self, prefixes: Iterable[str]) -> frozenset[str]:
+        self._answer()
+        return frozenset(_FAKE_ROUTE_RE.findall(self.running)) & frozenset(prefixes)
 
     async def protocols(self) -> list[ProtocolStatus]:
         self._answer()
