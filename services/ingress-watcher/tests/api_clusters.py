@@ -6,14 +6,13 @@ kubernetes-asyncio, as an operator's tooling would."""
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
 from ingress_runtime.kubeclient import ApiClient, ApiException, Configuration
-from ingress_watcher.adapters.kube import checked
+from ingress_watcher.adapters.kube import call_json
 from kube_apiserver import CLUSTER_SCOPED, LocalApiServer
 
 REPO = Path(__file__).resolve().parents[3]
@@ -70,17 +69,7 @@ class ApiObjects:
         await self._api.close()
 
     async def _call(self, path: str, method: str, body: Any = None) -> dict[str, Any]:
-        response = await self._api.call_api(
-            path,
-            method,
-            body=body,
-            header_params={"Accept": "application/json", "Content-Type": "application/json"},
-            _preload_content=False,
-            _request_timeout=30,
-        )
-        response = await checked(response)
-        data: dict[str, Any] = json.loads(await response.read())
-        return data
+        return await call_json(self._api, method, path, body, timeout=30)
 
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
         return await self._call(object_path(kind, namespace, name), "GET")

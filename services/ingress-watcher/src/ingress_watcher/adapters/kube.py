@@ -59,6 +59,23 @@ async def checked(response: Any) -> Any:
     return response
 
 
+async def call_json(
+    api: ApiClient, method: str, path: str, body: Any = None, *, timeout: float
+) -> dict[str, Any]:
+    """One JSON request and its parsed answer; a non-2xx status raises ApiException."""
+    response = await api.call_api(
+        path,
+        method,
+        body=body,
+        header_params={"Accept": "application/json", "Content-Type": "application/json"},
+        _preload_content=False,
+        _request_timeout=timeout,
+    )
+    response = await checked(response)
+    data: dict[str, Any] = json.loads(await response.read())
+    return data
+
+
 class Gone(Exception):
     """The resourceVersion we asked for is older than the API server keeps."""
 

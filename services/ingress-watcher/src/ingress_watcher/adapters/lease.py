@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -14,7 +13,7 @@ from typing import Any, Protocol
 from ingress_runtime.kubeclient import ApiClient, ApiException
 
 from ..domain.lease import decide, lease_spec, released
-from .kube import checked
+from .kube import call_json
 
 log = logging.getLogger("ingress_watcher.lease")
 
@@ -74,17 +73,7 @@ class LeaseElector:
         self.transitions = 0
 
     async def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        response = await self._api.call_api(
-            path,
-            method,
-            body=body,
-            header_params={"Accept": "application/json", "Content-Type": "application/json"},
-            _preload_content=False,
-            _request_timeout=max(self._renew, 1.0),
-        )
-        response = await checked(response)
-        data: dict[str, Any] = json.loads(await response.read())
-        return data
+        return await call_json(self._api, method, path, body, timeout=max(self._renew, 1.0))
 
     async def _get(self) -> dict[str, Any] | None:
         try:
