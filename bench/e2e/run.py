@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import datetime as dt
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -275,7 +276,9 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-async def run_level(present: int, samples: int, pause: float, pool: str) -> dict[str, Any]:
+async def run_level(
+    present: int, samples: int, pause: float, pool: str, logs: Path | None
+) -> dict[str, Any]:
     names = [f"p{i}" for i in range(present)]
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         t0, t0_wall = time.monotonic(), time.time()
@@ -301,6 +304,14 @@ async def run_level(present: int, samples: int, pause: float, pool: str) -> dict
             isolated = await series(system, f"s{present}i", samples, pause)
             back_to_back = await series(system, f"s{present}b", samples, 0.0)
             peaks = memory(system)
+            if logs is not None:
+                # Every process's log, to find what a slow sample met (the printed sample
+                # lines carry their wall-clock time).
+                for child in [*system.services.values(), *system.infra]:
+                    if child.log_path.exists():
+                        target = logs / str(present) / child.log_path.name
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(child.log_path, target)
     return {
         "present": present,
         "started_s": started,
@@ -322,7 +333,8 @@ async def series(system: LocalSystem, prefix: str, samples: int, pause: float) -
         elapsed, when = await one(system, f"{prefix}{i}")
         times.append(elapsed)
         stages.append(when)
-        print(f"[{prefix}] sample {i}: {elapsed * 1000:.0f} ms {when}", flush=True)
+        at = dt.datetime.now(dt.UTC).strftime("%H:%M:%S.%f")[:-3]
+        print(f"[{prefix}] sample {i}: {elapsed * 1000:.0f} ms (answered {at}) {when}", flush=True)
     return {
         "samples": len(times),
         "pause_s": pause,
@@ -471,7 +483,8 @@ def main() -> int:
     args = parser.parse_args()
     before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     results = [
-        asyncio.run(run_level(n, args.samples, args.pause, args.vip_pool)) for n in args.present
+        asyncio.run(run_level(n, args.samples, args.pause, args.vip_pool, args.logs))
+        for n in args.present
     ]
     after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     (HERE / "convergence.svg").write_text(svg(results))
