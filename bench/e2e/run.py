@@ -479,6 +479,9 @@ def main() -> int:
     parser.add_argument("--present", type=int, nargs="+", default=[0, 100])
     parser.add_argument("--samples", type=int, default=10, help="per series and level")
     parser.add_argument("--pause", type=float, default=2.0, help="seconds between isolated samples")
+    parser.add_argument(
+        "--logs", type=Path, default=None, help="keep every process's log under DIR/<present>/"
+    )
     parser.add_argument("--vip-pool", default="100.64.0.0/18")
     args = parser.parse_args()
     before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
