@@ -30,7 +30,9 @@ from .adapters.rfc2136 import Rfc2136Provider
 from .domain import (
     Desired,
     NamePlan,
+    NameState,
     Rejection,
+    ZoneView,
     check_name,
     healthy_vips,
     next_withdrawn_since,
@@ -126,6 +128,11 @@ class DnsWriterApp:
         self._generations = GenerationClock()
         self._emitted: dict[str, tuple[int, Any]] = {}
         self._serials: dict[tuple[int, str], int] = {}
+        self._fully_planned: dict[tuple[int, str], dict[str, NameState]] = {}
+        """Per (provider index, zone): the names as read by the last whole-zone pass that
+        completed. A later whole-zone pass plans only the names that differ from it (and its
+        own events' names): at 10,000 names, planning all of them after each of our own writes
+        held up every change that came meanwhile."""
         self._timers: dict[str, float] = {}
         self.reconciles = 0
         """Completed reconcile passes (tests wait on it)."""
@@ -133,6 +140,8 @@ class DnsWriterApp:
         """Updates sent to the provider (a converged reconcile adds none)."""
         self.verified = 0
         """Whole-zone reads (start-up and drift checks) that found nothing to change."""
+        self.planned = 0
+        """Names the last pass looked at (a whole-zone pass: only those that changed)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -259,6 +268,7 @@ class DnsWriterApp:
                     self._dirty.add(host)
             hosts, self._dirty = self._dirty, set()
             full, self._full_sync = self._full_sync, set()
+            started = time.perf_counter()
             try:
                 await self._reconcile(hosts, full)
             except ProviderError as exc:
@@ -286,6 +296,13 @@ class DnsWriterApp:
                 self._wake.set()
                 continue
             backoff = 0.2
+            if full:
+                self._log.info(
+                    "zones read whole",
+                    zones=sorted({zone for _, zone in full}),
+                    names=self.planned,
+                    s=round(time.perf_counter() - started, 4),
+                )
             self._ctx.readiness.set("dns-provider", True)
             self.reconciles += 1
             if self._dirty:
@@ -323,8 +340,11 @@ class DnsWriterApp:
         full_zones = {zone for _, zone in full}
         by_zone: dict[str, dict[str, Desired | None]] = defaultdict(dict)
         all_hosts = set(hosts)
+        views: dict[tuple[int, str], ZoneView] = {}
         if full:
-            all_hosts |= self._known_hosts()
+            views, changed = await self._read_whole(full)
+            all_hosts |= self._known_hosts() if changed is None else changed
+        self.planned = len(all_hosts)
         rejected: list[_Emission] = []
         for host in sorted(all_hosts):
             vip = self._state.get(c.Family.VIP, ("domain", host))
@@ -386,7 +406,14 @@ class DnsWriterApp:
                 wanted = by_zone.get(zone, {})
                 try:
                     await self._reconcile_zone(
-                        i, zone, wanted, (i, zone) in full, results, rejections, unfinished
+                        i,
+                        zone,
+                        wanted,
+                        (i, zone) in full,
+                        results,
+                        rejections,
+                        unfinished,
+                        views.get((i, zone)),
                     )
                 except ProviderError as exc:
                     # This provider's names stay dirty; the other providers go on.
@@ -416,6 +443,33 @@ class DnsWriterApp:
         if failure is not None:
             raise failure
 
+    async def _read_whole(
+        self, full: set[tuple[int, str]]
+    ) -> tuple[dict[tuple[int, str], ZoneView], set[str] | None]:
+        """Each zone of ``full`` read whole, and the names that differ from the last completed
+        whole-zone pass of each: None when every known name must be planned (no such pass yet,
+        or a zone that could not be read now; its own pass reads it again and reports why)."""
+        views: dict[tuple[int, str], ZoneView] = {}
+        changed: set[str] | None = set()
+        for i, zone in sorted(full):
+            try:
+                view = await self._targets[i].provider.read(zone, None)
+            except ProviderError:
+                changed = None
+                continue
+            views[(i, zone)] = view
+            before = self._fully_planned.get((i, zone))
+            if before is None or changed is None:
+                changed = None
+                continue
+            for name, state in view.names.items():
+                # Unchanged names keep their state object from read to read.
+                old = before.get(name)
+                if old is not state and old != state:
+                    changed.add(name)
+            changed.update(name for name in before if name not in view.names)
+        return views, changed
+
     def _known_hosts(self) -> set[str]:
         return {
             e.owner.host
@@ -432,11 +486,15 @@ class DnsWriterApp:
         results: dict[str, list[_Result]],
         rejections: dict[str, tuple[Rejection, int]],
         unfinished: set[str],
+        whole: ZoneView | None = None,
     ) -> None:
+        """``whole``: the zone as already read whole for this pass."""
         target = self._targets[index]
         provider = target.provider
         names = list(wanted)
-        if full or len(names) > self._settings.read_by_transfer_above:
+        if whole is not None:
+            view = whole
+        elif full or len(names) > self._settings.read_by_transfer_above:
             view = await provider.read(zone, None)
         else:
             view = await provider.read(zone, names)
@@ -466,6 +524,8 @@ class DnsWriterApp:
                 results[host].append(_Result(index, desired, plan))
             else:
                 unfinished.add(host)
+        if full:
+            self._fully_planned[(index, zone)] = dict(view.names)
         if full and view.serial is not None and not plans:
             self._serials[(index, zone)] = view.serial
             self.verified += 1
