@@ -33,6 +33,7 @@ from .domain import (
     NameState,
     Rejection,
     ZoneView,
+    apply_to_state,
     check_name,
     healthy_vips,
     next_withdrawn_since,
@@ -130,9 +131,9 @@ class DnsWriterApp:
         self._serials: dict[tuple[int, str], int] = {}
         self._fully_planned: dict[tuple[int, str], dict[str, NameState]] = {}
         """Per (provider index, zone): the names as read by the last whole-zone pass that
-        completed. A later whole-zone pass plans only the names that differ from it (and its
-        own events' names): at 10,000 names, planning all of them after each of our own writes
-        held up every change that came meanwhile."""
+        completed, with what we wrote since. A later whole-zone pass plans only the names that
+        differ from it (and its own events' names): at 10,000 names, planning all of them
+        after each of our own writes held up every change that came meanwhile."""
         self._timers: dict[str, float] = {}
         self.reconciles = 0
         """Completed reconcile passes (tests wait on it)."""
@@ -524,8 +525,19 @@ class DnsWriterApp:
                 results[host].append(_Result(index, desired, plan))
             else:
                 unfinished.add(host)
+        baseline = self._fully_planned.get((index, zone))
         if full:
-            self._fully_planned[(index, zone)] = dict(view.names)
+            baseline = self._fully_planned[(index, zone)] = dict(view.names)
+        if baseline is not None:
+            # What we wrote is no news to the next whole-zone pass: it starts from what each
+            # written name holds as our plan says. A name someone else touched too reads
+            # differently then, and is planned again.
+            for plan in changed:
+                written = apply_to_state(view.get(plan.fqdn), plan)
+                if written.addresses or written.registry_texts or written.cname:
+                    baseline[plan.fqdn] = written
+                else:
+                    baseline.pop(plan.fqdn, None)
         if full and view.serial is not None and not plans:
             self._serials[(index, zone)] = view.serial
             self.verified += 1
